@@ -1,0 +1,50 @@
+//! ZeroPool: a thread-safe byte-buffer pool, secure by default.
+//!
+//! - **No data leaks between users.** With the default [`Zeroing::Always`],
+//!   every byte of a buffer you get is zero, and what you could reach is
+//!   scrubbed when it comes back, before reuse or release, in a way the
+//!   optimizer cannot remove.
+//! - **A fast path without locks or atomic read-modify-writes.** Each
+//!   thread keeps a small cache per pool; misses go to sharded shared
+//!   lists, then to the system.
+//! - **Bounded idle memory.** Idle bytes (shards plus every thread's cache)
+//!   never exceed [`Builder::max_pooled_bytes`]; an [`EvictionPolicy`]
+//!   chooses what to release.
+//!
+//! ```
+//! use zeropool::{BufferPool, Zeroing};
+//!
+//! let pool = BufferPool::builder()
+//!     .min_buffer_size(64 * 1024)
+//!     .zeroing(Zeroing::Always)
+//!     .build()?;
+//! let mut buf = pool.get(100_000);
+//! assert_eq!(buf.len(), 100_000);
+//! buf.fill(7);
+//! pool.put(buf);
+//! assert_eq!(pool.stats().puts, 1);
+//! # Ok::<(), zeropool::Error>(())
+//! ```
+//!
+//! The same pool is available to C through `include/zeropool.h`.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod buffer;
+mod config;
+mod error;
+mod eviction;
+mod os;
+mod padded;
+mod pool;
+mod shard;
+mod shared;
+mod size_class;
+mod stats;
+mod thread_cache;
+
+pub use buffer::Buffer;
+pub use config::{AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_MIN_BUFFER_SIZE};
+pub use error::Error;
+pub use pool::BufferPool;
+pub use stats::Stats;

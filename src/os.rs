@@ -1,0 +1,137 @@
+//! Calls into the operating system: page mappings, mlock, madvise, and the
+//! scrub the optimizer may not remove.
+//!
+//! Under Miri the mapping calls fall back to the global allocator (Miri
+//! cannot model mmap) and locking reports failure, so the pool logic above
+//! still runs unchanged.
+#![allow(unsafe_code)]
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The system page size, read once.
+pub(crate) fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let cached = PAGE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = if raw > 0 && (raw as usize).is_power_of_two() { raw as usize } else { 4096 };
+    PAGE.store(page, Ordering::Relaxed);
+    page
+}
+
+/// Maps `len` bytes (a multiple of the page size) of zeroed, private memory.
+pub(crate) fn map_zeroed(len: usize) -> Option<NonNull<u8>> {
+    debug_assert!(len > 0 && len % page_size() == 0);
+    #[cfg(not(miri))]
+    {
+        // SAFETY: an anonymous private mapping with no address hint touches
+        // no existing memory; failure is reported as MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            None
+        } else {
+            NonNull::new(p.cast())
+        }
+    }
+    #[cfg(miri)]
+    {
+        let layout = std::alloc::Layout::from_size_align(len, page_size()).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
+    }
+}
+
+/// Returns a mapping made by [`map_zeroed`] to the system.
+///
+/// # Safety
+/// `ptr` and `len` must be exactly those of a live mapping from
+/// [`map_zeroed`], and nothing may use that memory afterwards.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    #[cfg(not(miri))]
+    {
+        // SAFETY: guaranteed by the caller. munmap of a whole mapping only
+        // fails for invalid arguments, which the caller rules out.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    }
+    #[cfg(miri)]
+    {
+        let layout = std::alloc::Layout::from_size_align(len, page_size()).unwrap();
+        // SAFETY: guaranteed by the caller; map_zeroed used this layout.
+        unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+    }
+}
+
+/// Locks the pages in memory and keeps them out of core dumps.
+/// Returns false when the system refused the lock (RLIMIT_MEMLOCK, EPERM);
+/// the memory is still usable, just not pinned.
+///
+/// # Safety
+/// `ptr`/`len` must describe a live mapping from [`map_zeroed`].
+pub(crate) unsafe fn pin(ptr: NonNull<u8>, len: usize) -> bool {
+    #[cfg(not(miri))]
+    {
+        let addr = ptr.as_ptr().cast();
+        // SAFETY: the range is a live mapping of ours (caller's promise);
+        // mlock and madvise do not change its contents.
+        unsafe {
+            if libc::mlock(addr, len) != 0 {
+                return false;
+            }
+            libc::madvise(addr, len, libc::MADV_DONTDUMP);
+        }
+        true
+    }
+    #[cfg(miri)]
+    {
+        let _ = (ptr, len);
+        false
+    }
+}
+
+/// Undoes [`pin`] before the mapping goes back to the system.
+///
+/// # Safety
+/// `ptr`/`len` must describe a live mapping that [`pin`] locked.
+pub(crate) unsafe fn unpin(ptr: NonNull<u8>, len: usize) {
+    #[cfg(not(miri))]
+    // SAFETY: the range is a live, locked mapping of ours.
+    unsafe {
+        libc::munlock(ptr.as_ptr().cast(), len);
+    }
+    #[cfg(miri)]
+    let _ = (ptr, len);
+}
+
+/// Zeroes `len` bytes at `ptr` in a way the optimizer cannot drop, even
+/// when the memory is freed right after (a plain `fill(0)` before a
+/// deallocation is removed by LLVM).
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+#[inline]
+pub(crate) unsafe fn scrub(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller guarantees the range is writable.
+    unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+    // The barrier takes the pointer and may read memory (no `nomem`), so the
+    // stores above must have happened: glibc's explicit_bzero trick.
+    #[cfg(all(not(miri), any(target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64")))]
+    // SAFETY: an empty asm block with no effects beyond the compiler's view.
+    unsafe {
+        std::arch::asm!("/* {0} */", in(reg) ptr.as_ptr(), options(nostack, preserves_flags));
+    }
+    #[cfg(not(any(miri, target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64")))]
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+}

@@ -1,0 +1,236 @@
+//! The public pool handle: orchestrates get and put through the thread
+//! cache, the shards and the system, in that order.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use crate::buffer::{Buffer, RawBuf};
+use crate::config::{Builder, Config, Zeroing};
+use crate::error::Error;
+use crate::shared::Shared;
+use crate::size_class::Lookup;
+use crate::stats::Stats;
+use crate::thread_cache::{self, with_cache};
+
+/// Open pools by id: how a returned buffer finds its pool without holding
+/// a reference count. Ids are never reused, so a buffer of a dropped pool
+/// finds nothing and is released.
+static POOLS: Mutex<BTreeMap<u64, Weak<Shared>>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn lookup(id: u64) -> Option<Arc<Shared>> {
+    POOLS.lock().get(&id).and_then(Weak::upgrade)
+}
+
+/// A thread-safe pool of byte buffers. Cheap to clone: clones share one pool.
+///
+/// ```
+/// let pool = zeropool::BufferPool::new();
+/// let mut buf = pool.get(64 * 1024);
+/// assert!(buf.iter().all(|&b| b == 0));
+/// buf[0] = 42;
+/// pool.put(buf); // or just drop it
+/// ```
+///
+/// When the last clone is dropped, idle buffers are released at once;
+/// buffers still out stay valid and are released when they are dropped, and
+/// other threads' caches release theirs at their next call or exit.
+pub struct BufferPool {
+    shared: Arc<Shared>,
+}
+
+impl BufferPool {
+    /// A pool configured for this machine (see [`AutoConfig`](crate::AutoConfig)).
+    pub fn new() -> BufferPool {
+        Builder::new().build().expect("the default configuration is valid")
+    }
+
+    /// A builder to configure a pool.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_config(cfg: Config) -> BufferPool {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(Shared::new(id, cfg));
+        POOLS.lock().insert(id, Arc::downgrade(&shared));
+        BufferPool { shared }
+    }
+
+    /// A buffer of exactly `len` bytes (capacity may be larger).
+    ///
+    /// # Panics
+    /// When no buffer that large can exist or the system is out of memory;
+    /// use [`try_get`](Self::try_get) to handle those as errors.
+    pub fn get(&self, len: usize) -> Buffer {
+        match self.try_get(len) {
+            Ok(buf) => buf,
+            Err(e) => panic!("zeropool: {e}"),
+        }
+    }
+
+    /// A buffer of exactly `len` bytes, or why not. Never panics or aborts.
+    pub fn try_get(&self, len: usize) -> Result<Buffer, Error> {
+        let raw = self.get_raw(len)?;
+        Ok(Buffer::new(raw, len, self.shared.id))
+    }
+
+    #[inline]
+    pub(crate) fn get_raw(&self, len: usize) -> Result<RawBuf, Error> {
+        let shared = &self.shared;
+        let mut raw = match shared.cfg.classes.lookup(len) {
+            Lookup::Pooled(class) => {
+                match with_cache(shared.id, || Some(shared.clone()), |tc| tc.get(class)) {
+                    Some(got) => got?,
+                    None => shared.get_uncached(class)?,
+                }
+            }
+            Lookup::Unpooled(cap) => shared.get_unpooled(cap)?,
+            Lookup::TooLarge => return Err(Error::TooLarge { requested: len }),
+        };
+        if shared.cfg.zeroing == Zeroing::Always && !raw.is_fresh() {
+            raw.zero(len);
+        }
+        Ok(raw)
+    }
+
+    /// Returns a buffer. Same as dropping it; a buffer of another pool goes
+    /// back to its own pool.
+    pub fn put(&self, buf: Buffer) {
+        drop(buf);
+    }
+
+    /// A snapshot of the counters (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Buffers idle in the pool (shards plus every thread's cache).
+    pub fn len(&self) -> usize {
+        self.stats().pooled_buffers as usize
+    }
+
+    /// True when no buffer is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Releases every idle buffer (scrubbed): the shards' and this thread's
+    /// cache now, other threads' caches at their next call.
+    pub fn trim(&self) {
+        self.shared.trim();
+        // Sync this thread's cache now rather than at its next call.
+        let _ = with_cache(self.shared.id, || None, |tc| tc.catch_up());
+    }
+
+    /// The idle-memory budget in bytes.
+    pub fn max_pooled_bytes(&self) -> usize {
+        self.shared.cfg.max_pooled_bytes
+    }
+
+    /// The unique id of this pool (shared by its clones).
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+// A panic never leaves a pool half-updated: locks guard only short,
+// non-panicking sections, so observing a pool after a caught panic is fine.
+impl std::panic::UnwindSafe for BufferPool {}
+impl std::panic::RefUnwindSafe for BufferPool {}
+
+impl Default for BufferPool {
+    fn default() -> Self {
+        BufferPool::new()
+    }
+}
+
+impl Clone for BufferPool {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        BufferPool { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            POOLS.lock().remove(&self.shared.id);
+            self.shared.close();
+            thread_cache::detach(self.shared.id);
+        }
+    }
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("id", &self.shared.id)
+            .field("config", &self.shared.cfg)
+            .finish()
+    }
+}
+
+/// Where a dropped [`Buffer`] goes: this thread's cache for its pool, else
+/// the pool's shards, else (pool gone) back to the system.
+pub(crate) fn give_back(pool: u64, mut raw: RawBuf, len: usize) {
+    raw.retire(len, false);
+    let mut slot = Some(raw);
+    with_cache(pool, || lookup(pool), |tc| {
+        if let Some(raw) = slot.take() {
+            tc.put(raw);
+        }
+    });
+    if let Some(raw) = slot {
+        match lookup(pool) {
+            Some(shared) => shared.put_uncached(raw),
+            None => drop(raw), // scrubs its dirty bytes and unmaps
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Once every thread cache is gone, the budget in use is exactly the
+    /// idle bytes in the shards: no credit leaked, none double counted.
+    #[test]
+    fn budget_reservation_matches_idle_bytes_once_caches_are_gone() {
+        let pool = BufferPool::builder()
+            .min_buffer_size(4096)
+            .num_shards(2)
+            .tls_cache_size(3)
+            .max_pooled_bytes(40 * 4096)
+            .build()
+            .unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let p = pool.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..if cfg!(miri) { 30 } else { 3000 } {
+                        held.push(p.get(4096 * (1 + (i * 5 + t) % 9)));
+                        if held.len() > 5 {
+                            held.drain(..3);
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let s = pool.stats();
+        assert_eq!(pool.shared().reserved(), s.pooled_bytes as usize, "{s:?}");
+        assert!(s.pooled_bytes <= 40 * 4096);
+        pool.trim();
+        assert_eq!(pool.shared().reserved(), 0);
+    }
+}

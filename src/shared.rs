@@ -1,0 +1,266 @@
+//! The part of a pool that all threads share: shards of idle buffers, the
+//! idle-memory budget, and the slow paths that touch them.
+//!
+//! Budget invariant: `reserved` = idle bytes in shards + credit held by
+//! thread caches, and `reserved <= max_pooled_bytes` at all times. A thread
+//! cache only keeps idle bytes it holds credit for, so everything idle in
+//! the pool (shards and caches) stays within the budget. Moving a buffer
+//! between a shard and a cache moves its reservation with it, so only
+//! buffers entering or leaving the pool touch `reserved`.
+//!
+//! Lifetime: a `Shared` lives in an `Arc` held by the pool handles and by
+//! each thread cache of the pool (one reference per cache, none per
+//! buffer). Buffers find their pool again by id (see `pool::give_back`), so
+//! a buffer outliving its pool is simply released.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::buffer::{Pin, RawBuf};
+use crate::config::Config;
+use crate::error::Error;
+use crate::padded::CachePadded;
+use crate::shard::Shard;
+use crate::size_class::UNPOOLED;
+use crate::stats::{CounterRegistry, SharedCounters, Stats};
+
+/// `state` bit set once the last pool handle is gone.
+pub(crate) const CLOSED: u64 = 1;
+/// What `trim` adds to `state`, so caches notice it.
+const TRIM_STEP: u64 = 2;
+
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) cfg: Config,
+    /// Trim generation and CLOSED bit, read on every fast-path call.
+    state: CachePadded<AtomicU64>,
+    reserved: CachePadded<AtomicUsize>,
+    shards: Box<[Shard]>,
+    next_home: AtomicUsize,
+    pub(crate) handles: AtomicUsize,
+    pub(crate) counters: SharedCounters,
+    pub(crate) registry: CounterRegistry,
+}
+
+impl Shared {
+    pub(crate) fn new(id: u64, cfg: Config) -> Shared {
+        let shards = (0..cfg.num_shards).map(|_| Shard::new(cfg.policy, cfg.classes.count())).collect();
+        Shared {
+            id,
+            cfg,
+            state: CachePadded(AtomicU64::new(0)),
+            reserved: CachePadded(AtomicUsize::new(0)),
+            shards,
+            next_home: AtomicUsize::new(0),
+            handles: AtomicUsize::new(1),
+            counters: SharedCounters::default(),
+            registry: CounterRegistry::default(),
+        }
+    }
+
+    /// The trim generation and CLOSED bit.
+    #[inline]
+    pub(crate) fn state(&self) -> u64 {
+        self.state.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Affinity shard for a new thread cache: round robin spreads threads.
+    pub(crate) fn next_home(&self) -> usize {
+        self.next_home.fetch_add(1, Ordering::Relaxed) & (self.shards.len() - 1)
+    }
+
+    /// Reserves `bytes` of the idle budget if it fits as it is.
+    pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
+        let max = self.cfg.max_pooled_bytes;
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |cur| {
+                cur.checked_add(bytes).filter(|&total| total <= max)
+            })
+            .is_ok()
+    }
+
+    /// Reserves `bytes`, evicting idle buffers (policy's choice, `home`
+    /// shard first) until they fit. False when nothing is left to evict.
+    pub(crate) fn reserve(&self, bytes: usize, home: usize) -> bool {
+        loop {
+            if self.try_reserve(bytes) {
+                return true;
+            }
+            match self.evict_one(home) {
+                Some(victim) => self.release_evicted(victim),
+                None => return false,
+            }
+        }
+    }
+
+    pub(crate) fn unreserve(&self, bytes: usize) {
+        if bytes > 0 {
+            self.reserved.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    fn release_evicted(&self, victim: RawBuf) {
+        self.unreserve(victim.capacity());
+        SharedCounters::bump(&self.counters.evictions, 1);
+        drop(victim); // scrubs and unmaps, outside any lock
+    }
+
+    fn shard(&self, home: usize, i: usize) -> &Shard {
+        &self.shards[(home + i) & (self.shards.len() - 1)]
+    }
+
+    fn evict_one(&self, home: usize) -> Option<RawBuf> {
+        (0..self.shards.len())
+            .map(|i| self.shard(home, i))
+            .filter(|s| s.may_have_any())
+            .find_map(|s| s.lock().evict())
+    }
+
+    /// Moves up to `want` idle buffers of `class` into `out`, from the
+    /// `home` shard or else the first other shard that has some. Their
+    /// reservation moves with them. Returns how many moved.
+    pub(crate) fn take(&self, home: usize, class: usize, want: usize, out: &mut Vec<RawBuf>) -> usize {
+        for i in 0..self.shards.len() {
+            let shard = self.shard(home, i);
+            if !shard.may_have(class) {
+                continue;
+            }
+            let mut idle = shard.lock();
+            let before = out.len();
+            while out.len() - before < want {
+                match idle.take(class) {
+                    Some(raw) => out.push(raw),
+                    None => break,
+                }
+            }
+            drop(idle);
+            let got = out.len() - before;
+            if got > 0 {
+                SharedCounters::bump(&self.counters.shard_hits, 1);
+                return got;
+            }
+        }
+        0
+    }
+
+    /// Keeps buffers (already reserved) idle in the `home` shard; when that
+    /// passes `max_buffers_per_shard`, the policy's victims are released.
+    pub(crate) fn stash(&self, home: usize, bufs: impl IntoIterator<Item = RawBuf>) {
+        let mut victims = Vec::new();
+        let mut idle = self.shards[home].lock();
+        for raw in bufs {
+            debug_assert!((raw.class() as usize) < self.cfg.classes.count());
+            idle.insert(raw);
+            while idle.len() > self.cfg.max_buffers_per_shard {
+                victims.extend(idle.evict());
+            }
+        }
+        drop(idle);
+        for victim in victims {
+            self.release_evicted(victim);
+        }
+    }
+
+    /// A new buffer from the system.
+    pub(crate) fn allocate(&self, cap: usize, class: u8) -> Result<RawBuf, Error> {
+        let (raw, pin) = RawBuf::allocate(cap, class, self.cfg.pinned)?;
+        SharedCounters::bump(&self.counters.allocations, 1);
+        if pin == Pin::Refused {
+            SharedCounters::bump(&self.counters.pin_failures, 1);
+        }
+        Ok(raw)
+    }
+
+    /// A one-off buffer above the largest class.
+    pub(crate) fn get_unpooled(&self, cap: usize) -> Result<RawBuf, Error> {
+        let raw = self.allocate(cap, UNPOOLED)?;
+        SharedCounters::bump(&self.counters.gets, 1);
+        Ok(raw)
+    }
+
+    /// Get without a thread cache (thread-local storage already destroyed).
+    pub(crate) fn get_uncached(&self, class: usize) -> Result<RawBuf, Error> {
+        let mut one = Vec::with_capacity(1);
+        let raw = if self.take(self.next_home(), class, 1, &mut one) == 1 {
+            let raw = one.pop().expect("take moved one buffer");
+            self.unreserve(raw.capacity());
+            raw
+        } else {
+            self.allocate(self.cfg.classes.capacity(class), class as u8)?
+        };
+        SharedCounters::bump(&self.counters.gets, 1);
+        Ok(raw)
+    }
+
+    /// Put without a thread cache. `raw` has been retired (dirty bytes
+    /// recorded).
+    pub(crate) fn put_uncached(&self, mut raw: RawBuf) {
+        SharedCounters::bump(&self.counters.puts, 1);
+        self.scrub_on_put(&mut raw);
+        self.keep(raw, self.next_home());
+    }
+
+    /// Keeps a returned (and scrubbed) buffer idle in the `home` shard if
+    /// the budget allows, evicting per policy; otherwise releases it.
+    pub(crate) fn keep(&self, raw: RawBuf, home: usize) {
+        if raw.class() == UNPOOLED || self.is_closed() {
+            return;
+        }
+        if self.reserve(raw.capacity(), home) {
+            self.stash(home, [raw]);
+        } else {
+            SharedCounters::bump(&self.counters.evictions, 1);
+        }
+    }
+
+    /// Scrubs a returned buffer unless the policy is `Never`.
+    pub(crate) fn scrub_on_put(&self, raw: &mut RawBuf) {
+        if self.cfg.zeroing.scrubs_on_put() {
+            raw.scrub();
+        }
+    }
+
+    /// Releases every idle buffer in the shards and tells thread caches to
+    /// release theirs at their next call.
+    pub(crate) fn trim(&self) {
+        self.state.fetch_add(TRIM_STEP, Ordering::AcqRel);
+        self.drain_shards();
+    }
+
+    /// The last handle is gone: release the shards; caches follow at their
+    /// next call or thread exit.
+    pub(crate) fn close(&self) {
+        self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        self.drain_shards();
+    }
+
+    fn drain_shards(&self) {
+        for shard in self.shards.iter() {
+            let drained = shard.lock().drain();
+            let bytes: usize = drained.iter().map(RawBuf::capacity).sum();
+            self.unreserve(bytes);
+            drop(drained);
+        }
+    }
+
+    /// Sums the counters. All shard locks are held while the thread caches
+    /// are read: buffers move between a cache and a shard only under the
+    /// shard's lock, and a cache publishes a decrease before a shard gets
+    /// the buffer, so nothing idle is counted twice.
+    pub(crate) fn stats(&self) -> Stats {
+        let locked: Vec<_> = self.shards.iter().map(Shard::lock).collect();
+        let idle = locked.iter().fold((0u64, 0u64), |(n, b), s| (n + s.len() as u64, b + s.bytes() as u64));
+        let stats = self.registry.snapshot(&self.counters, idle);
+        drop(locked);
+        stats
+    }
+
+    /// Bytes reserved now (idle bytes plus thread-cache credit).
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,120 @@
+//! Counters: per-thread ones written without atomic read-modify-write on the
+//! fast path, shared ones for the slow path, and their sum.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// A snapshot of a pool's counters. Sums of per-thread counters are read
+/// without stopping the threads, so a snapshot taken while others work is
+/// approximate; once they are quiet it is exact.
+///
+/// The same struct is `zp_stats` in C.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Buffers handed out (gets that succeeded).
+    pub gets: u64,
+    /// Buffers returned (puts and drops). Rejected `zp_put` calls count in
+    /// `rejected_puts` only.
+    pub puts: u64,
+    /// Gets served from the calling thread's cache.
+    pub tls_hits: u64,
+    /// Gets served from a shard.
+    pub shard_hits: u64,
+    /// Buffers allocated from the system.
+    pub allocations: u64,
+    /// Idle or returned buffers released because of the budget or shard limits.
+    pub evictions: u64,
+    /// Buffers idle in the pool now (shards plus thread caches).
+    pub pooled_buffers: u64,
+    /// Bytes idle in the pool now (sum of capacities).
+    pub pooled_bytes: u64,
+    /// Buffers handed out and not yet returned.
+    pub outstanding: u64,
+    /// Buffers that could not be locked in RAM (pinned pools only).
+    pub pin_failures: u64,
+    /// `zp_put` calls rejected as foreign, wrong pool, double put or overflow.
+    pub rejected_puts: u64,
+}
+
+/// One thread cache's counters. Only the owning thread writes them (load
+/// then store, never a read-modify-write); `stats` reads them.
+#[derive(Debug, Default)]
+pub(crate) struct LocalCounters {
+    pub(crate) gets: AtomicU64,
+    pub(crate) puts: AtomicU64,
+    pub(crate) tls_hits: AtomicU64,
+    pub(crate) idle_buffers: AtomicU64,
+    pub(crate) idle_bytes: AtomicU64,
+}
+
+/// Counters bumped on slow paths, shared by all threads.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCounters {
+    pub(crate) gets: AtomicU64,
+    pub(crate) puts: AtomicU64,
+    pub(crate) tls_hits: AtomicU64,
+    pub(crate) shard_hits: AtomicU64,
+    pub(crate) allocations: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) pin_failures: AtomicU64,
+    pub(crate) rejected_puts: AtomicU64,
+}
+
+impl SharedCounters {
+    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Relaxed);
+    }
+}
+
+/// The live thread caches' counters, and the totals of caches gone.
+#[derive(Debug, Default)]
+pub(crate) struct CounterRegistry {
+    live: Mutex<Vec<Arc<LocalCounters>>>,
+}
+
+impl CounterRegistry {
+    pub(crate) fn register(&self, c: Arc<LocalCounters>) {
+        self.live.lock().push(c);
+    }
+
+    /// Folds a departing cache's counters into `shared` and forgets it, in
+    /// one step under the lock so that `snapshot` never counts it twice.
+    pub(crate) fn retire(&self, c: &Arc<LocalCounters>, shared: &SharedCounters) {
+        let mut live = self.live.lock();
+        SharedCounters::bump(&shared.gets, c.gets.load(Relaxed));
+        SharedCounters::bump(&shared.puts, c.puts.load(Relaxed));
+        SharedCounters::bump(&shared.tls_hits, c.tls_hits.load(Relaxed));
+        live.retain(|x| !Arc::ptr_eq(x, c));
+    }
+
+    /// Sums the live caches with the shared counters. `shard_idle` is the
+    /// idle (buffers, bytes) in shards.
+    pub(crate) fn snapshot(&self, shared: &SharedCounters, shard_idle: (u64, u64)) -> Stats {
+        let live = self.live.lock();
+        let mut s = Stats {
+            gets: shared.gets.load(Relaxed),
+            puts: shared.puts.load(Relaxed),
+            tls_hits: shared.tls_hits.load(Relaxed),
+            shard_hits: shared.shard_hits.load(Relaxed),
+            allocations: shared.allocations.load(Relaxed),
+            evictions: shared.evictions.load(Relaxed),
+            pooled_buffers: shard_idle.0,
+            pooled_bytes: shard_idle.1,
+            outstanding: 0,
+            pin_failures: shared.pin_failures.load(Relaxed),
+            rejected_puts: shared.rejected_puts.load(Relaxed),
+        };
+        for c in live.iter() {
+            s.gets += c.gets.load(Relaxed);
+            s.puts += c.puts.load(Relaxed);
+            s.tls_hits += c.tls_hits.load(Relaxed);
+            s.pooled_buffers += c.idle_buffers.load(Relaxed);
+            s.pooled_bytes += c.idle_bytes.load(Relaxed);
+        }
+        s.outstanding = s.gets.saturating_sub(s.puts);
+        s
+    }
+}

@@ -1,0 +1,295 @@
+//! Per-(thread, pool) caches: the fast path.
+//!
+//! Each thread keeps one [`ThreadCache`] for every pool it uses, found by
+//! pool id, so alternating pools keeps every cache warm and a buffer can
+//! never be handed to the wrong pool. A hit takes no lock and no atomic
+//! read-modify-write: the cache is thread-owned, and its counters are
+//! published with plain stores.
+//!
+//! Invariants of a cache:
+//! - `count` and `idle_bytes` are the number and capacity sum of the
+//!   buffers in `stacks`; `count <= limit` (+1 transiently inside a call).
+//! - `idle_bytes <= credit`: every idle byte is covered by budget reserved in
+//!   [`Shared`]; the excess (slack) lets a buffer just handed out come back
+//!   without a slow path, and is returned at the next slow path.
+//! - `seen` is the pool state this cache last synced with. When the pool
+//!   is trimmed or closed, the next call releases everything cached.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::buffer::RawBuf;
+use crate::error::Error;
+use crate::shared::Shared;
+use crate::stats::{LocalCounters, SharedCounters};
+
+pub(crate) struct ThreadCache {
+    id: u64,
+    shared: Arc<Shared>,
+    seen: u64,
+    home: usize,
+    limit: usize,
+    scrub: bool,
+    stacks: Box<[Vec<RawBuf>]>,
+    count: usize,
+    idle_bytes: usize,
+    credit: usize,
+    gets: u64,
+    puts: u64,
+    hits: u64,
+    counters: Arc<LocalCounters>,
+}
+
+thread_local! {
+    static CACHES: RefCell<Vec<ThreadCache>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's cache for pool `id`, creating the cache from
+/// `attach` on first use. None when there is no usable cache: thread-local
+/// storage is being torn down, the caches are already borrowed (re-entry),
+/// or `attach` finds no open pool. Callers then take the uncached path.
+#[inline]
+pub(crate) fn with_cache<R>(
+    id: u64,
+    attach: impl FnOnce() -> Option<Arc<Shared>>,
+    f: impl FnOnce(&mut ThreadCache) -> R,
+) -> Option<R> {
+    CACHES
+        .try_with(|cell| {
+            let mut caches = cell.try_borrow_mut().ok()?;
+            let i = match caches.iter().position(|c| c.id == id) {
+                Some(i) => i,
+                None => {
+                    let shared = attach().filter(|s| !s.is_closed())?;
+                    // Caches of closed pools are dropped here, off the fast path.
+                    caches.retain(|c| !c.shared.is_closed());
+                    caches.push(ThreadCache::new(shared));
+                    caches.len() - 1
+                }
+            };
+            Some(f(&mut caches[i]))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Drops this thread's cache for pool `id`, if it has one.
+pub(crate) fn detach(id: u64) {
+    let _ = CACHES.try_with(|cell| {
+        if let Ok(mut caches) = cell.try_borrow_mut() {
+            caches.retain(|c| c.id != id);
+        }
+    });
+}
+
+impl ThreadCache {
+    fn new(shared: Arc<Shared>) -> ThreadCache {
+        let limit = shared.cfg.tls_cache_size;
+        let stacks = (0..shared.cfg.classes.count()).map(|_| Vec::with_capacity(limit + 1)).collect();
+        let counters = Arc::new(LocalCounters::default());
+        shared.registry.register(counters.clone());
+        ThreadCache {
+            id: shared.id,
+            seen: shared.state(),
+            home: shared.next_home(),
+            limit,
+            scrub: shared.cfg.zeroing.scrubs_on_put(),
+            stacks,
+            count: 0,
+            idle_bytes: 0,
+            credit: 0,
+            gets: 0,
+            puts: 0,
+            hits: 0,
+            counters,
+            shared,
+        }
+    }
+
+    /// A buffer of `class`: from this cache if it has one (the fast path).
+    #[inline]
+    pub(crate) fn get(&mut self, class: usize) -> Result<RawBuf, Error> {
+        if self.seen == self.shared.state() {
+            if let Some(raw) = self.stacks[class].pop() {
+                self.count -= 1;
+                self.idle_bytes -= raw.capacity();
+                self.hits += 1;
+                self.gets += 1;
+                self.counters.tls_hits.store(self.hits, Relaxed);
+                self.counters.gets.store(self.gets, Relaxed);
+                self.publish_idle();
+                return Ok(raw);
+            }
+        }
+        self.get_slow(class)
+    }
+
+    #[cold]
+    fn get_slow(&mut self, class: usize) -> Result<RawBuf, Error> {
+        self.catch_up();
+        let cap = self.shared.cfg.classes.capacity(class);
+        // One buffer for the caller, plus a batch to refill (magazine style).
+        let want = 1 + (self.limit / 2).min(self.limit.saturating_sub(self.count));
+        let stack = &mut self.stacks[class];
+        let before = stack.len();
+        let got = self.shared.take(self.home, class, want, stack);
+        // The shard handed them out newest first; keep the newest on top.
+        stack[before..].reverse();
+        let raw = if got > 0 {
+            // Their reservation moved with them: it becomes our credit.
+            self.credit += got * cap;
+            self.count += got - 1;
+            self.idle_bytes += (got - 1) * cap;
+            self.stacks[class].pop().expect("take moved at least one buffer")
+        } else {
+            self.shared.allocate(cap, class as u8)?
+        };
+        // Keep credit for this buffer's return only if the cache may hold it.
+        self.settle(if self.limit > 0 { cap } else { 0 });
+        self.gets += 1;
+        self.counters.gets.store(self.gets, Relaxed);
+        self.publish_idle();
+        Ok(raw)
+    }
+
+    /// Takes back a buffer of this pool. `raw` has been retired (its dirty
+    /// bytes recorded); it is scrubbed here unless the policy is `Never`.
+    #[inline]
+    pub(crate) fn put(&mut self, mut raw: RawBuf) {
+        self.puts += 1;
+        self.counters.puts.store(self.puts, Relaxed);
+        if self.scrub {
+            raw.scrub();
+        }
+        let class = raw.class() as usize;
+        let cap = raw.capacity();
+        if class < self.stacks.len()
+            && self.seen == self.shared.state()
+            && self.count < self.limit
+            && self.idle_bytes + cap <= self.credit
+        {
+            self.stacks[class].push(raw);
+            self.count += 1;
+            self.idle_bytes += cap;
+            self.publish_idle();
+            return;
+        }
+        self.put_slow(raw);
+    }
+
+    #[cold]
+    fn put_slow(&mut self, raw: RawBuf) {
+        self.catch_up();
+        let class = raw.class() as usize;
+        if class >= self.stacks.len() || self.shared.is_closed() {
+            return; // unpooled, or the pool is gone: `raw` is released
+        }
+        if self.limit == 0 {
+            self.shared.keep(raw, self.home);
+            return;
+        }
+        if self.count >= self.limit {
+            self.flush(|len| len.div_ceil(2));
+        }
+        let cap = raw.capacity();
+        if !self.cover(cap) {
+            // Let the policy choose among everything idle, this cache included.
+            self.flush(|len| len);
+            if !self.cover(cap) {
+                SharedCounters::bump(&self.shared.counters.evictions, 1);
+                self.publish_idle();
+                return; // no room in the budget: `raw` is released
+            }
+        }
+        self.stacks[class].push(raw);
+        self.count += 1;
+        self.idle_bytes += cap;
+        self.publish_idle();
+    }
+
+    /// Makes sure `credit` covers `cap` more idle bytes.
+    fn cover(&mut self, cap: usize) -> bool {
+        let need = (self.idle_bytes + cap).saturating_sub(self.credit);
+        if need == 0 {
+            return true;
+        }
+        let ok = if self.idle_bytes == 0 {
+            // Nothing of ours is idle: evict elsewhere if the policy agrees.
+            self.shared.reserve(need, self.home)
+        } else {
+            self.shared.try_reserve(need)
+        };
+        if ok {
+            self.credit += need;
+        }
+        ok
+    }
+
+    /// Moves the oldest `how_many(len)` buffers of each class to the home
+    /// shard, with their credit.
+    fn flush(&mut self, how_many: impl Fn(usize) -> usize) {
+        let mut moved = Vec::new();
+        for stack in self.stacks.iter_mut() {
+            let n = how_many(stack.len()).min(stack.len());
+            moved.extend(stack.drain(..n));
+        }
+        let bytes: usize = moved.iter().map(RawBuf::capacity).sum();
+        self.count -= moved.len();
+        self.idle_bytes -= bytes;
+        self.credit -= bytes;
+        // Published before the shard has them, so `stats` never counts a
+        // buffer in both places.
+        self.publish_idle();
+        if !moved.is_empty() {
+            self.shared.stash(self.home, moved);
+        }
+    }
+
+    /// Returns credit beyond the idle bytes plus `slack`.
+    fn settle(&mut self, slack: usize) {
+        let keep = self.idle_bytes + slack;
+        if self.credit > keep {
+            self.shared.unreserve(self.credit - keep);
+            self.credit = keep;
+        }
+    }
+
+    /// Catches up with a trim or close: everything cached is released.
+    pub(crate) fn catch_up(&mut self) {
+        let state = self.shared.state();
+        if state == self.seen {
+            return;
+        }
+        self.seen = state;
+        let released: Vec<RawBuf> = self.stacks.iter_mut().flat_map(|s| s.drain(..)).collect();
+        self.count = 0;
+        self.idle_bytes = 0;
+        self.settle(0);
+        self.publish_idle();
+        drop(released);
+    }
+
+    #[inline]
+    fn publish_idle(&self) {
+        self.counters.idle_buffers.store(self.count as u64, Relaxed);
+        self.counters.idle_bytes.store(self.idle_bytes as u64, Relaxed);
+    }
+}
+
+impl Drop for ThreadCache {
+    /// Thread exit (or pool close): cached buffers go back to the shards,
+    /// not to the system, unless the pool was trimmed or closed meanwhile.
+    fn drop(&mut self) {
+        self.catch_up();
+        if !self.shared.is_closed() {
+            self.flush(|len| len);
+        }
+        self.stacks.iter_mut().for_each(Vec::clear);
+        self.count = 0;
+        self.idle_bytes = 0;
+        self.settle(0);
+        self.publish_idle();
+        self.shared.registry.retire(&self.counters, &self.shared.counters);
+    }
+}
