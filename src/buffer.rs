@@ -1,40 +1,41 @@
 //! The raw buffer memory and the guard handed to callers.
 //!
-//! Invariants of a [`RawBuf`] (checked where it is built, relied on by the
-//! `unsafe` blocks below):
-//! - `ptr` is the start of a private mapping of `map_len` bytes from
-//!   [`os::map_zeroed`], owned by this value alone, and `cap <= map_len`;
-//!   or `map_len == 0` for the empty placeholder, which owns nothing.
-//! - Every byte at or past `dirty` is zero (so a scrub of `dirty` bytes
-//!   clears every secret).
-//! - `pinned` says the mapping is mlock'ed and must be unlocked on release.
+//! A buffer is one private mapping, page aligned, so the low 12 bits of its
+//! address are free: they carry the buffer's tag (log2 of a pooled
+//! capacity, PINNED, DIRTY). A pooled buffer ([`RawBuf`]) is therefore one
+//! word, and the guard three. That matters on the fast path: values wider
+//! than two words are returned through the stack and copied in pieces that
+//! defeat store-to-load forwarding, which cost 10+ ns per get+put on the
+//! machines we measured.
+//!
+//! Invariants, relied on by the `unsafe` blocks below:
+//! - A [`RawBuf`]'s untagged address is the start of a live private mapping
+//!   of `1 << log2` bytes from [`os::map_zeroed`], owned by it alone.
+//! - A [`OneOff`] (unpooled: `log2 == 0` in its tag) owns a mapping of `cap`
+//!   bytes, where `cap == size_class::unpooled_capacity(len)` for the length
+//!   it was got with, so a guard can rebuild it from (tag, len).
+//! - Without DIRTY, every byte is zero except those a caller was handed
+//!   and has not given back; with DIRTY, any byte may hold old data.
+//! - PINNED says the mapping is mlock'ed and must be unlocked on release.
 #![allow(unsafe_code)]
 
 use std::fmt;
-use std::mem;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
-use crate::error::Error;
 use crate::os;
+use crate::size_class::unpooled_capacity;
 
-/// One buffer's memory, owned, with what the pool needs to know about it.
-/// Dropping it scrubs the bytes that may hold data and unmaps it.
-pub(crate) struct RawBuf {
-    ptr: NonNull<u8>,
-    cap: usize,
-    map_len: usize,
-    dirty: usize,
-    class: u8,
-    pinned: bool,
-    fresh: bool,
-}
+/// The system refused memory (the detail is added at the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfMemory;
 
-// SAFETY: a RawBuf owns its mapping exclusively (like a Box<[u8]>), so it can
-// move to and be shared read-only between threads.
-unsafe impl Send for RawBuf {}
-// SAFETY: as above; `&RawBuf` only allows reads.
-unsafe impl Sync for RawBuf {}
+const LOG2_MASK: usize = 0x3f;
+const PINNED: usize = 1 << 6;
+const DIRTY: usize = 1 << 7;
+/// Tag bits: below any page size we support (4 KiB and up).
+pub(crate) const TAG_MASK: usize = 0xfff;
 
 /// The outcome of a pin request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,126 +48,154 @@ pub(crate) enum Pin {
     Refused,
 }
 
-impl RawBuf {
-    /// A placeholder that owns no memory (what a guard holds once emptied).
-    const EMPTY: RawBuf = RawBuf {
-        ptr: NonNull::dangling(),
-        cap: 0,
-        map_len: 0,
-        dirty: 0,
-        class: 0,
-        pinned: false,
-        fresh: false,
-    };
+/// The address with its tag bits cleared.
+#[inline]
+fn untag(tagged: NonNull<u8>) -> NonNull<u8> {
+    let raw = tagged.as_ptr().map_addr(|a| a & !TAG_MASK);
+    // SAFETY: tagged addresses are page aligned plus tag bits, and non-null,
+    // so the page address under them is non-null too.
+    unsafe { NonNull::new_unchecked(raw) }
+}
 
-    /// Maps a zeroed buffer of `cap` bytes (a multiple of the page size),
-    /// locking it when `pin` is set.
-    pub(crate) fn allocate(cap: usize, class: u8, pin: bool) -> Result<(RawBuf, Pin), Error> {
-        let ptr = os::map_zeroed(cap).ok_or(Error::OutOfMemory { bytes: cap })?;
-        let mut outcome = Pin::No;
-        if pin {
-            // SAFETY: `ptr`/`cap` is the mapping just made.
-            outcome = if unsafe { os::pin(ptr, cap) } { Pin::Locked } else { Pin::Refused };
-        }
-        let raw = RawBuf {
-            ptr,
-            cap,
-            map_len: cap,
-            dirty: 0,
-            class,
-            pinned: outcome == Pin::Locked,
-            fresh: true,
-        };
-        Ok((raw, outcome))
+#[inline]
+fn tag_of(tagged: NonNull<u8>) -> usize {
+    tagged.as_ptr() as usize & TAG_MASK
+}
+
+/// Maps `cap` zeroed bytes and tags the address with `log2` and PINNED.
+fn map(cap: usize, log2: usize, pin: bool) -> Result<(NonNull<u8>, Pin), OutOfMemory> {
+    let ptr = os::map_zeroed(cap).ok_or(OutOfMemory)?;
+    debug_assert_eq!(tag_of(ptr), 0);
+    let mut outcome = Pin::No;
+    if pin {
+        // SAFETY: `ptr`/`cap` is the mapping just made.
+        outcome = if unsafe { os::pin(ptr, cap) } { Pin::Locked } else { Pin::Refused };
+    }
+    let pinned = if outcome == Pin::Locked { PINNED } else { 0 };
+    // A non-null address with bits or'ed in stays non-null.
+    Ok((ptr.map_addr(|a| a | (log2 | pinned)), outcome))
+}
+
+/// Scrubs what may hold data, unlocks and unmaps.
+///
+/// # Safety
+/// `tagged` must own a live mapping of `cap` bytes that nothing uses after.
+unsafe fn release(tagged: NonNull<u8>, cap: usize) {
+    let (ptr, tag) = (untag(tagged), tag_of(tagged));
+    if tag & DIRTY != 0 {
+        // SAFETY: our live mapping of `cap` bytes (caller's promise).
+        unsafe { os::scrub_resident(ptr, cap) };
+    }
+    if tag & PINNED != 0 {
+        // SAFETY: as above, and it was locked when mapped.
+        unsafe { os::unpin(ptr, cap) };
+    }
+    // SAFETY: as above; nothing uses it after.
+    unsafe { os::unmap(ptr, cap) };
+}
+
+/// A pooled buffer's memory, owned: one tagged word, capacity `1 << log2`.
+/// Dropping it scrubs what may hold data, unlocks and unmaps it.
+pub(crate) struct RawBuf {
+    tagged: NonNull<u8>,
+}
+
+// SAFETY: a RawBuf owns its mapping exclusively (like a Box<[u8]>), so it can
+// move to and be shared read-only between threads.
+unsafe impl Send for RawBuf {}
+// SAFETY: as above; `&RawBuf` only allows reads.
+unsafe impl Sync for RawBuf {}
+
+impl RawBuf {
+    /// Maps a zeroed buffer of `cap` bytes (a power of two of at least a
+    /// page), locking it when `pin` is set.
+    pub(crate) fn allocate(cap: usize, pin: bool) -> Result<(RawBuf, Pin), OutOfMemory> {
+        debug_assert!(cap.is_power_of_two() && cap > TAG_MASK);
+        let (tagged, pin) = map(cap, cap.trailing_zeros() as usize, pin)?;
+        Ok((RawBuf { tagged }, pin))
+    }
+
+    /// The start of the memory (tag removed).
+    #[inline]
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        untag(self.tagged)
+    }
+
+    /// log2 of the capacity.
+    #[inline]
+    pub(crate) fn log2(&self) -> u32 {
+        (tag_of(self.tagged) & LOG2_MASK) as u32
     }
 
     /// Usable bytes.
     #[inline]
     pub(crate) fn capacity(&self) -> usize {
-        self.cap
+        1 << self.log2()
     }
 
-    /// Size class index, or [`crate::size_class::UNPOOLED`].
+    /// Zeroes the first `len` bytes, in a way the optimizer keeps.
     #[inline]
-    pub(crate) fn class(&self) -> u8 {
-        self.class
+    pub(crate) fn scrub(&mut self, len: usize) {
+        // SAFETY: len is clamped to the capacity, inside our mapping.
+        unsafe { os::scrub(self.ptr(), len.min(self.capacity())) };
     }
 
-    /// True until the buffer is first returned: its memory is still the
-    /// system's zero pages.
+    /// Records that any byte may hold data (the `Never` policy), so the
+    /// release path scrubs the whole buffer.
     #[inline]
-    pub(crate) fn is_fresh(&self) -> bool {
-        self.fresh
+    pub(crate) fn mark_dirty(&mut self) {
+        self.tagged = self.tagged.map_addr(|a| a | DIRTY);
     }
 
-    /// Records that `len` bytes were exposed to a caller, and scrubs them
-    /// now when `scrub` is set (the `Always`/`OnPut` policies).
-    #[inline]
-    pub(crate) fn retire(&mut self, len: usize, scrub: bool) {
-        self.fresh = false;
-        self.dirty = self.dirty.max(len.min(self.cap));
-        if scrub {
-            self.scrub();
-        }
-    }
-
-    /// Scrubs every byte that may hold data.
-    #[inline]
-    pub(crate) fn scrub(&mut self) {
-        if self.dirty > 0 {
-            // SAFETY: dirty <= cap <= map_len, inside our mapping.
-            unsafe { os::scrub(self.ptr, self.dirty) };
-            self.dirty = 0;
-        }
-    }
-
-    /// Zeroes the first `len` bytes (the get-side half of `Always`).
+    /// Zeroes the first `len` bytes (the get side of `Always`; the memory
+    /// stays in use, so a plain memset is enough).
     #[inline]
     pub(crate) fn zero(&mut self, len: usize) {
-        let len = len.min(self.cap);
-        // SAFETY: len <= cap, inside our mapping.
-        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, len) };
-    }
-
-    #[inline]
-    fn bytes(&self, len: usize) -> &[u8] {
-        debug_assert!(len <= self.cap);
-        // SAFETY: len <= cap (guard invariant); the mapping is initialized
-        // (zero-filled by the system, then only written through slices).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), len) }
-    }
-
-    #[inline]
-    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
-        debug_assert!(len <= self.cap);
-        // SAFETY: as in `bytes`, and `&mut self` makes the access unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len) }
+        // SAFETY: len is clamped to the capacity, inside our mapping.
+        unsafe { std::ptr::write_bytes(self.ptr().as_ptr(), 0, len.min(self.capacity())) };
     }
 }
 
 impl Drop for RawBuf {
     fn drop(&mut self) {
-        if self.map_len == 0 {
-            return;
-        }
-        self.scrub();
-        if self.pinned {
-            // SAFETY: our live mapping, locked by `allocate`.
-            unsafe { os::unpin(self.ptr, self.map_len) };
-        }
-        // SAFETY: our live mapping; `self` is going away, nothing uses it after.
-        unsafe { os::unmap(self.ptr, self.map_len) };
+        // SAFETY: we own the mapping of `capacity()` bytes; `self` goes away.
+        unsafe { release(self.tagged, self.capacity()) };
     }
 }
 
 impl fmt::Debug for RawBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawBuf")
-            .field("ptr", &self.ptr)
-            .field("cap", &self.cap)
-            .field("class", &self.class)
-            .field("pinned", &self.pinned)
-            .finish()
+        f.debug_struct("RawBuf").field("ptr", &self.ptr()).field("tag", &tag_of(self.tagged)).finish()
+    }
+}
+
+/// An unpooled buffer's memory, owned (sizes above the largest class).
+pub(crate) struct OneOff {
+    tagged: NonNull<u8>,
+    cap: usize,
+}
+
+// SAFETY: owns its mapping exclusively, as RawBuf does.
+unsafe impl Send for OneOff {}
+
+impl OneOff {
+    /// Maps `cap` zeroed bytes (`unpooled_capacity` of the request).
+    pub(crate) fn allocate(cap: usize, pin: bool) -> Result<(OneOff, Pin), OutOfMemory> {
+        let (tagged, pin) = map(cap, 0, pin)?;
+        Ok((OneOff { tagged, cap }, pin))
+    }
+
+    /// Zeroes the first `len` bytes, in a way the optimizer keeps.
+    pub(crate) fn scrub(&mut self, len: usize) {
+        // SAFETY: len is clamped to cap, inside our mapping.
+        unsafe { os::scrub(untag(self.tagged), len.min(self.cap)) };
+    }
+}
+
+impl Drop for OneOff {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping of `cap` bytes; `self` goes away.
+        unsafe { release(self.tagged, self.cap) };
     }
 }
 
@@ -178,15 +207,35 @@ impl fmt::Debug for RawBuf {
 /// is zero when you get it, and the bytes you could reach are scrubbed when
 /// it goes back. It may be sent to another thread and returned there.
 pub struct Buffer {
-    raw: RawBuf,
+    // Invariant: `tagged` is a RawBuf's or OneOff's word, len <= its
+    // capacity, and this guard owns that memory.
+    tagged: NonNull<u8>,
     len: usize,
     pool: u64,
 }
 
+// SAFETY: the guard owns its memory exclusively, like a Box<[u8]>.
+unsafe impl Send for Buffer {}
+// SAFETY: `&Buffer` only gives `&[u8]`.
+unsafe impl Sync for Buffer {}
+
 impl Buffer {
-    pub(crate) fn new(raw: RawBuf, len: usize, pool: u64) -> Buffer {
-        assert!(len <= raw.cap, "buffer length {len} exceeds capacity {}", raw.cap);
-        Buffer { raw, len, pool }
+    /// Wraps a pooled buffer as a guard of `len` bytes for pool `pool`.
+    #[inline(always)]
+    pub(crate) fn pooled(raw: RawBuf, len: usize, pool: u64) -> Buffer {
+        assert!(len <= raw.capacity(), "buffer length {len} exceeds capacity {}", raw.capacity());
+        Buffer { tagged: ManuallyDrop::new(raw).tagged, len, pool }
+    }
+
+    /// Wraps an unpooled buffer got for `len` bytes.
+    pub(crate) fn one_off(one: OneOff, len: usize, pool: u64) -> Buffer {
+        assert_eq!(one.cap, unpooled_capacity(len, os::page_size()), "one-off capacity must follow its length");
+        Buffer { tagged: ManuallyDrop::new(one).tagged, len, pool }
+    }
+
+    #[inline]
+    fn ptr(&self) -> *mut u8 {
+        untag(self.tagged).as_ptr()
     }
 
     /// Length in bytes: what was asked for.
@@ -203,32 +252,30 @@ impl Buffer {
 
     /// Capacity of the underlying memory (the size class), at least `len()`.
     /// Bytes past `len()` are not reachable through the guard.
-    #[inline]
     pub fn capacity(&self) -> usize {
-        self.raw.cap
+        let log2 = tag_of(self.tagged) & LOG2_MASK;
+        if log2 != 0 {
+            1 << log2
+        } else {
+            unpooled_capacity(self.len, os::page_size())
+        }
     }
 
     /// Whether the memory is locked in RAM (see `pinned_memory`).
     pub fn is_pinned(&self) -> bool {
-        self.raw.pinned
+        tag_of(self.tagged) & PINNED != 0
     }
 
     /// Start of the memory, for I/O calls that take a pointer (valid for
     /// `len()` bytes while the guard lives).
     pub fn as_ptr(&self) -> *const u8 {
-        self.raw.ptr.as_ptr()
+        self.ptr()
     }
 
     /// Mutable start of the memory (valid for `len()` bytes while the guard
     /// lives, e.g. for `read(2)` or an io_uring submission).
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.raw.ptr.as_ptr()
-    }
-
-    /// Takes the memory out, leaving an empty guard behind (whose drop does
-    /// nothing). Used by `Drop` and the C boundary.
-    pub(crate) fn take(&mut self) -> (RawBuf, usize, u64) {
-        (mem::replace(&mut self.raw, RawBuf::EMPTY), self.len, self.pool)
+        self.ptr()
     }
 }
 
@@ -236,14 +283,17 @@ impl Deref for Buffer {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        self.raw.bytes(self.len)
+        // SAFETY: len <= cap of our live mapping (guard invariant); mapped
+        // memory is initialized (zero-filled, then written through slices).
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
     }
 }
 
 impl DerefMut for Buffer {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        self.raw.bytes_mut(self.len)
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
     }
 }
 
@@ -260,12 +310,14 @@ impl AsMut<[u8]> for Buffer {
 }
 
 impl Drop for Buffer {
+    #[inline(always)]
     fn drop(&mut self) {
-        if self.raw.map_len == 0 {
-            return;
+        if tag_of(self.tagged) & LOG2_MASK != 0 {
+            crate::pool::give_back(self.pool, RawBuf { tagged: self.tagged }, self.len);
+        } else {
+            let cap = unpooled_capacity(self.len, os::page_size());
+            crate::pool::give_back_one_off(self.pool, OneOff { tagged: self.tagged, cap }, self.len);
         }
-        let (raw, len, pool) = self.take();
-        crate::pool::give_back(pool, raw, len);
     }
 }
 
@@ -274,7 +326,7 @@ impl fmt::Debug for Buffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Buffer")
             .field("len", &self.len)
-            .field("capacity", &self.raw.cap)
+            .field("capacity", &self.capacity())
             .field("pool", &self.pool)
             .finish()
     }

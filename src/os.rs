@@ -135,3 +135,39 @@ pub(crate) unsafe fn scrub(ptr: NonNull<u8>, len: usize) {
     #[cfg(not(any(miri, target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64")))]
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
 }
+
+/// Scrubs the pages of `len` bytes at `ptr` that are resident: pages never
+/// touched are still the system's zero page (or not there at all), and
+/// writing them would only fault them in.
+///
+/// # Safety
+/// `ptr`/`len` must describe a live, writable mapping from [`map_zeroed`].
+pub(crate) unsafe fn scrub_resident(ptr: NonNull<u8>, len: usize) {
+    #[cfg(not(miri))]
+    {
+        const CHUNK: usize = 1024;
+        let page = page_size();
+        let mut resident = [0u8; CHUNK];
+        let mut off = 0;
+        while off < len {
+            let span = (len - off).min(CHUNK * page);
+            // SAFETY: off < len, so the chunk lies inside the caller's mapping.
+            let at = unsafe { ptr.add(off) };
+            // SAFETY: `resident` has a byte for each of the span's pages.
+            let ok = unsafe { libc::mincore(at.as_ptr().cast(), span, resident.as_mut_ptr()) } == 0;
+            for p in 0..span.div_ceil(page) {
+                if !ok || resident[p] & 1 != 0 {
+                    let n = page.min(span - p * page);
+                    // SAFETY: page p of this chunk, inside the mapping.
+                    unsafe { scrub(at.add(p * page), n) };
+                }
+            }
+            off += span;
+        }
+    }
+    #[cfg(miri)]
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        scrub(ptr, len)
+    }
+}

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::buffer::{Buffer, RawBuf};
-use crate::config::{Builder, Config, Zeroing};
+use crate::buffer::{Buffer, OneOff, OutOfMemory, RawBuf};
+use crate::config::{Builder, Config};
 use crate::error::Error;
 use crate::shared::Shared;
 use crate::size_class::Lookup;
@@ -65,7 +65,19 @@ impl BufferPool {
     /// # Panics
     /// When no buffer that large can exist or the system is out of memory;
     /// use [`try_get`](Self::try_get) to handle those as errors.
+    #[inline(always)]
     pub fn get(&self, len: usize) -> Buffer {
+        if let Lookup::Pooled(class) = self.shared.cfg.classes.lookup(len) {
+            if let Ok(raw) = self.get_pooled(class, len) {
+                return Buffer::pooled(raw, len, self.shared.id);
+            }
+        }
+        self.get_or_panic(len)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn get_or_panic(&self, len: usize) -> Buffer {
         match self.try_get(len) {
             Ok(buf) => buf,
             Err(e) => panic!("zeropool: {e}"),
@@ -73,28 +85,34 @@ impl BufferPool {
     }
 
     /// A buffer of exactly `len` bytes, or why not. Never panics or aborts.
+    #[inline(always)]
     pub fn try_get(&self, len: usize) -> Result<Buffer, Error> {
-        let raw = self.get_raw(len)?;
-        Ok(Buffer::new(raw, len, self.shared.id))
+        let classes = &self.shared.cfg.classes;
+        match classes.lookup(len) {
+            Lookup::Pooled(class) => match self.get_pooled(class, len) {
+                Ok(raw) => Ok(Buffer::pooled(raw, len, self.shared.id)),
+                Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: classes.capacity(class) }),
+            },
+            Lookup::Unpooled(cap) => self.get_one_off(len, cap),
+            Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
+        }
     }
 
-    #[inline]
-    pub(crate) fn get_raw(&self, len: usize) -> Result<RawBuf, Error> {
+    /// Thread cache, then shards, then the system. The result is one word,
+    /// so it comes back in a register.
+    #[inline(always)]
+    fn get_pooled(&self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
         let shared = &self.shared;
-        let mut raw = match shared.cfg.classes.lookup(len) {
-            Lookup::Pooled(class) => {
-                match with_cache(shared.id, || Some(shared.clone()), |tc| tc.get(class)) {
-                    Some(got) => got?,
-                    None => shared.get_uncached(class)?,
-                }
-            }
-            Lookup::Unpooled(cap) => shared.get_unpooled(cap)?,
-            Lookup::TooLarge => return Err(Error::TooLarge { requested: len }),
-        };
-        if shared.cfg.zeroing == Zeroing::Always && !raw.is_fresh() {
-            raw.zero(len);
+        match with_cache(shared.id, || Some(shared.clone()), |tc| tc.get(class, len)) {
+            Some(got) => got,
+            None => shared.get_uncached(class, len),
         }
-        Ok(raw)
+    }
+
+    #[cold]
+    fn get_one_off(&self, len: usize, cap: usize) -> Result<Buffer, Error> {
+        let one = self.shared.get_one_off(cap).map_err(|OutOfMemory| Error::OutOfMemory { bytes: cap })?;
+        Ok(Buffer::one_off(one, len, self.shared.id))
     }
 
     /// Returns a buffer. Same as dropping it; a buffer of another pool goes
@@ -181,22 +199,38 @@ impl std::fmt::Debug for BufferPool {
 
 /// Where a dropped [`Buffer`] goes: this thread's cache for its pool, else
 /// the pool's shards, else (pool gone) back to the system.
-pub(crate) fn give_back(pool: u64, mut raw: RawBuf, len: usize) {
-    raw.retire(len, false);
+#[inline(always)]
+pub(crate) fn give_back(pool: u64, raw: RawBuf, len: usize) {
     let mut slot = Some(raw);
     with_cache(pool, || lookup(pool), |tc| {
         if let Some(raw) = slot.take() {
-            tc.put(raw);
+            tc.put(raw, len);
         }
     });
     if let Some(raw) = slot {
-        match lookup(pool) {
-            Some(shared) => shared.put_uncached(raw),
-            None => drop(raw), // scrubs its dirty bytes and unmaps
+        give_back_uncached(pool, raw, len);
+    }
+}
+
+/// Where a dropped one-off buffer goes: scrubbed, counted, released.
+#[cold]
+pub(crate) fn give_back_one_off(pool: u64, mut one: OneOff, len: usize) {
+    one.scrub(len);
+    if with_cache(pool, || lookup(pool), |tc| tc.count_put()).is_none() {
+        if let Some(shared) = lookup(pool) {
+            shared.count_put();
         }
     }
 }
 
+/// No thread cache (thread exit, or the pool is gone).
+#[cold]
+fn give_back_uncached(pool: u64, mut raw: RawBuf, len: usize) {
+    match lookup(pool) {
+        Some(shared) => shared.put_uncached(raw, len),
+        None => raw.scrub(len), // then dropped: unmapped
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

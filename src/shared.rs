@@ -15,12 +15,10 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::buffer::{Pin, RawBuf};
-use crate::config::Config;
-use crate::error::Error;
+use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
+use crate::config::{Config, Zeroing};
 use crate::padded::CachePadded;
 use crate::shard::Shard;
-use crate::size_class::UNPOOLED;
 use crate::stats::{CounterRegistry, SharedCounters, Stats};
 
 /// `state` bit set once the last pool handle is gone.
@@ -152,8 +150,9 @@ impl Shared {
         let mut victims = Vec::new();
         let mut idle = self.shards[home].lock();
         for raw in bufs {
-            debug_assert!((raw.class() as usize) < self.cfg.classes.count());
-            idle.insert(raw);
+            let class = self.cfg.classes.class_of_log2(raw.log2());
+            debug_assert!(class < self.cfg.classes.count());
+            idle.insert(class, raw);
             while idle.len() > self.cfg.max_buffers_per_shard {
                 victims.extend(idle.evict());
             }
@@ -164,50 +163,60 @@ impl Shared {
         }
     }
 
-    /// A new buffer from the system.
-    pub(crate) fn allocate(&self, cap: usize, class: u8) -> Result<RawBuf, Error> {
-        let (raw, pin) = RawBuf::allocate(cap, class, self.cfg.pinned)?;
+    /// A new pooled buffer of `cap` bytes from the system.
+    pub(crate) fn allocate(&self, cap: usize) -> Result<RawBuf, OutOfMemory> {
+        let (raw, pin) = RawBuf::allocate(cap, self.cfg.pinned)?;
+        self.count_allocation(pin);
+        Ok(raw)
+    }
+
+    fn count_allocation(&self, pin: Pin) {
         SharedCounters::bump(&self.counters.allocations, 1);
         if pin == Pin::Refused {
             SharedCounters::bump(&self.counters.pin_failures, 1);
         }
-        Ok(raw)
     }
 
-    /// A one-off buffer above the largest class.
-    pub(crate) fn get_unpooled(&self, cap: usize) -> Result<RawBuf, Error> {
-        let raw = self.allocate(cap, UNPOOLED)?;
+    /// A one-off buffer of `cap` bytes, above the largest class.
+    pub(crate) fn get_one_off(&self, cap: usize) -> Result<OneOff, OutOfMemory> {
+        let (one, pin) = OneOff::allocate(cap, self.cfg.pinned)?;
+        self.count_allocation(pin);
         SharedCounters::bump(&self.counters.gets, 1);
-        Ok(raw)
+        Ok(one)
+    }
+
+    /// Counts the return of a one-off buffer by a thread without a cache.
+    pub(crate) fn count_put(&self) {
+        SharedCounters::bump(&self.counters.puts, 1);
     }
 
     /// Get without a thread cache (thread-local storage already destroyed).
-    pub(crate) fn get_uncached(&self, class: usize) -> Result<RawBuf, Error> {
+    pub(crate) fn get_uncached(&self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
         let mut one = Vec::with_capacity(1);
         let raw = if self.take(self.next_home(), class, 1, &mut one) == 1 {
-            let raw = one.pop().expect("take moved one buffer");
+            let mut raw = one.pop().expect("take moved one buffer");
             self.unreserve(raw.capacity());
+            self.zero_on_get(&mut raw, len);
             raw
         } else {
-            self.allocate(self.cfg.classes.capacity(class), class as u8)?
+            self.allocate(self.cfg.classes.capacity(class))?
         };
         SharedCounters::bump(&self.counters.gets, 1);
         Ok(raw)
     }
 
-    /// Put without a thread cache. `raw` has been retired (dirty bytes
-    /// recorded).
-    pub(crate) fn put_uncached(&self, mut raw: RawBuf) {
+    /// Put without a thread cache of a buffer handed out for `len` bytes.
+    pub(crate) fn put_uncached(&self, mut raw: RawBuf, len: usize) {
         SharedCounters::bump(&self.counters.puts, 1);
-        self.scrub_on_put(&mut raw);
+        self.scrub_on_put(&mut raw, len);
         self.keep(raw, self.next_home());
     }
 
     /// Keeps a returned (and scrubbed) buffer idle in the `home` shard if
     /// the budget allows, evicting per policy; otherwise releases it.
     pub(crate) fn keep(&self, raw: RawBuf, home: usize) {
-        if raw.class() == UNPOOLED || self.is_closed() {
-            return;
+        if self.is_closed() {
+            return; // the pool is gone: `raw` is released
         }
         if self.reserve(raw.capacity(), home) {
             self.stash(home, [raw]);
@@ -216,10 +225,22 @@ impl Shared {
         }
     }
 
-    /// Scrubs a returned buffer unless the policy is `Never`.
-    pub(crate) fn scrub_on_put(&self, raw: &mut RawBuf) {
+    /// Zeroes a reused buffer's first `len` bytes under `Always` (fresh
+    /// mappings are zero already).
+    #[inline]
+    pub(crate) fn zero_on_get(&self, raw: &mut RawBuf, len: usize) {
+        if self.cfg.zeroing == Zeroing::Always {
+            raw.zero(len);
+        }
+    }
+
+    /// Scrubs the `len` bytes a caller had, unless the policy is `Never`
+    /// (then the buffer is marked dirty, for the release path to scrub).
+    pub(crate) fn scrub_on_put(&self, raw: &mut RawBuf, len: usize) {
         if self.cfg.zeroing.scrubs_on_put() {
-            raw.scrub();
+            raw.scrub(len);
+        } else {
+            raw.mark_dirty();
         }
     }
 

@@ -1,15 +1,14 @@
 //! Size classes: which capacity a request is served with.
 //!
 //! Class `k` holds buffers of `base << k` bytes, where `base` is
-//! `min_buffer_size` rounded up to whole pages (buffers are page-granular so
-//! they can be locked, advised and unmapped on their own). A request rounds
-//! up to the first class that fits, so above `base` the waste is below 2x.
-//! Classes stop at the largest capacity that fits in the idle-memory budget:
-//! a bigger buffer could never be kept, so it is served unpooled (allocated
-//! for the request, released on return).
-
-/// Class tag of a buffer that is not pooled.
-pub(crate) const UNPOOLED: u8 = u8::MAX;
+//! `min_buffer_size` rounded up to a power of two of at least one page.
+//! Buffers are whole pages so that they can be locked, advised and unmapped
+//! on their own, and powers of two so that a buffer's capacity fits in the
+//! tag bits of its address (see `buffer.rs`). A request rounds up to the
+//! first class that fits, so above `base` the waste is below 2x. Classes
+//! stop at the largest capacity that fits in the idle-memory budget: a
+//! bigger buffer could never be kept, so it is served unpooled (allocated
+//! for the request, in whole pages, and released on return).
 
 /// Upper bound on the number of classes (also the width of shard class masks).
 pub(crate) const MAX_CLASSES: usize = 48;
@@ -28,7 +27,6 @@ pub(crate) enum Lookup {
 /// The class table of one pool.
 #[derive(Debug, Clone)]
 pub(crate) struct SizeClasses {
-    base: usize,
     base_log2: u32,
     count: usize,
     page: usize,
@@ -36,24 +34,23 @@ pub(crate) struct SizeClasses {
 }
 
 impl SizeClasses {
-    /// Classes starting at `min_size` (rounded up to `page`), as many as fit
-    /// in `budget` bytes.
+    /// Classes starting at `min_size` (rounded up to a power of two of at
+    /// least `page`), as many as fit in `budget` bytes.
     pub(crate) fn new(min_size: usize, budget: usize, page: usize) -> Self {
         debug_assert!(page.is_power_of_two());
-        // Leaves room for page rounding and a trailing page without overflow.
-        let max_buffer = (isize::MAX as usize) & !(page - 1);
-        let max_buffer = max_buffer - 2 * page;
-        let base = round_up(min_size.max(1), page).unwrap_or(max_buffer);
+        // Leaves room for page rounding without overflow.
+        let max_buffer = ((isize::MAX as usize) & !(page - 1)) - 2 * page;
+        let base = min_size.max(page).checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 2));
+        let base_log2 = base.trailing_zeros();
         let mut count = 0;
-        while count < MAX_CLASSES {
-            match base.checked_shl(count as u32) {
-                Some(cap) if cap >> count == base && cap <= budget && cap <= max_buffer => {
-                    count += 1
-                }
-                _ => break,
+        while count < MAX_CLASSES && base_log2 as usize + count < usize::BITS as usize - 2 {
+            let cap = 1usize << (base_log2 as usize + count);
+            if cap > budget || cap > max_buffer {
+                break;
             }
+            count += 1;
         }
-        SizeClasses { base, base_log2: base.ilog2(), count, page, max_buffer }
+        SizeClasses { base_log2, count, page, max_buffer }
     }
 
     /// Number of pooled classes (0 when the budget is below one base buffer).
@@ -62,44 +59,48 @@ impl SizeClasses {
     }
 
     /// Capacity of class `k`.
+    #[inline]
     pub(crate) fn capacity(&self, k: usize) -> usize {
         debug_assert!(k < self.count);
-        self.base << k
+        1 << (self.base_log2 as usize + k)
     }
 
-    /// The smallest capacity any buffer gets.
+    /// The class of a pooled buffer whose capacity is `1 << log2`; an index
+    /// past `count()` for anything else.
+    #[inline]
+    pub(crate) fn class_of_log2(&self, log2: u32) -> usize {
+        log2.wrapping_sub(self.base_log2) as usize
+    }
+
+    /// The smallest capacity any pooled buffer gets.
     pub(crate) fn base(&self) -> usize {
-        self.base
+        1 << self.base_log2
     }
 
     /// Classifies a request of `len` bytes. Never panics, whatever `len`.
     #[inline]
     pub(crate) fn lookup(&self, len: usize) -> Lookup {
-        if len <= self.base {
-            return if self.count > 0 { Lookup::Pooled(0) } else { Lookup::Unpooled(self.base) };
-        }
-        if len > self.max_buffer {
+        let k = if len <= self.base() {
+            0
+        } else if len > self.max_buffer {
             return Lookup::TooLarge;
-        }
-        // ceil(log2(len)) - floor(log2(base)) is the class, or one past it
-        // when base is not a power of two.
-        let ceil_log2 = usize::BITS - (len - 1).leading_zeros();
-        let mut k = (ceil_log2 - self.base_log2) as usize;
-        if k > 0 && k - 1 < self.count && (self.base << (k - 1)) >= len {
-            k -= 1;
-        }
+        } else {
+            let ceil_log2 = usize::BITS - (len - 1).leading_zeros();
+            (ceil_log2 - self.base_log2) as usize
+        };
         if k < self.count {
             Lookup::Pooled(k)
         } else {
-            // Cannot overflow: len <= max_buffer, which is page aligned.
-            Lookup::Unpooled(round_up(len, self.page).unwrap_or(self.max_buffer))
+            Lookup::Unpooled(unpooled_capacity(len, self.page))
         }
     }
 }
 
-/// `n` rounded up to a multiple of `align` (a power of two), or None on overflow.
-pub(crate) fn round_up(n: usize, align: usize) -> Option<usize> {
-    Some(n.checked_add(align - 1)? & !(align - 1))
+/// Capacity of an unpooled buffer of `len` bytes: whole pages, at least one.
+/// `len` must be at most the largest buffer size (checked by `lookup`).
+#[inline]
+pub(crate) fn unpooled_capacity(len: usize, page: usize) -> usize {
+    (len.max(1) + page - 1) & !(page - 1)
 }
 
 #[cfg(test)]
@@ -127,6 +128,9 @@ mod tests {
         assert_eq!(c.lookup(2 * MIB + 1), Lookup::Pooled(2));
         assert_eq!(c.lookup(64 * MIB), Lookup::Pooled(6));
         assert_eq!(c.lookup(64 * MIB + 1), Lookup::Unpooled(64 * MIB + PAGE));
+        assert_eq!(c.class_of_log2(20), 0);
+        assert_eq!(c.class_of_log2(26), 6);
+        assert!(c.class_of_log2(0) >= c.count(), "unpooled tags map past the table");
     }
 
     #[test]
@@ -148,11 +152,12 @@ mod tests {
     }
 
     #[test]
-    fn unaligned_minimum_rounds_to_pages() {
+    fn minimum_rounds_up_to_a_power_of_two_page_multiple() {
         let c = SizeClasses::new(1000, 1 << 20, PAGE);
         assert_eq!(c.base(), PAGE);
         assert_eq!(c.lookup(1000), Lookup::Pooled(0));
         assert_eq!(c.lookup(PAGE + 1), Lookup::Pooled(1));
+        assert_eq!(SizeClasses::new(3 * PAGE, 1 << 20, PAGE).base(), 4 * PAGE);
     }
 
     #[test]
@@ -167,7 +172,7 @@ mod tests {
     fn zero_budget_pools_nothing() {
         let c = SizeClasses::new(MIB, 0, PAGE);
         assert_eq!(c.count(), 0);
-        assert_eq!(c.lookup(10), Lookup::Unpooled(MIB));
+        assert_eq!(c.lookup(10), Lookup::Unpooled(PAGE));
         assert_eq!(c.lookup(3 * MIB), Lookup::Unpooled(3 * MIB));
     }
 

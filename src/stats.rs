@@ -39,15 +39,34 @@ pub struct Stats {
     pub rejected_puts: u64,
 }
 
-/// One thread cache's counters. Only the owning thread writes them (load
-/// then store, never a read-modify-write); `stats` reads them.
+/// One thread cache's counters. Only the owning thread writes them, with
+/// plain stores (never a read-modify-write); `stats` reads them. Few words,
+/// because every store is on the fast path: gets = hits + misses, and the
+/// idle buffers and bytes share one word.
 #[derive(Debug, Default)]
 pub(crate) struct LocalCounters {
-    pub(crate) gets: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
     pub(crate) puts: AtomicU64,
-    pub(crate) tls_hits: AtomicU64,
-    pub(crate) idle_buffers: AtomicU64,
-    pub(crate) idle_bytes: AtomicU64,
+    idle: AtomicU64,
+}
+
+/// Idle bytes take the low bits of `LocalCounters::idle`, buffers the rest.
+const IDLE_BYTES_BITS: u32 = 53;
+
+impl LocalCounters {
+    /// Publishes the cache's idle buffers (at most 2^11 - 1: the cache
+    /// limit is 1024) and bytes (below 2^53).
+    #[inline]
+    pub(crate) fn set_idle(&self, buffers: usize, bytes: usize) {
+        let word = (buffers as u64) << IDLE_BYTES_BITS | (bytes as u64 & ((1 << IDLE_BYTES_BITS) - 1));
+        self.idle.store(word, Relaxed);
+    }
+
+    fn idle(&self) -> (u64, u64) {
+        let word = self.idle.load(Relaxed);
+        (word >> IDLE_BYTES_BITS, word & ((1 << IDLE_BYTES_BITS) - 1))
+    }
 }
 
 /// Counters bumped on slow paths, shared by all threads.
@@ -84,9 +103,10 @@ impl CounterRegistry {
     /// one step under the lock so that `snapshot` never counts it twice.
     pub(crate) fn retire(&self, c: &Arc<LocalCounters>, shared: &SharedCounters) {
         let mut live = self.live.lock();
-        SharedCounters::bump(&shared.gets, c.gets.load(Relaxed));
+        let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+        SharedCounters::bump(&shared.gets, hits + misses);
         SharedCounters::bump(&shared.puts, c.puts.load(Relaxed));
-        SharedCounters::bump(&shared.tls_hits, c.tls_hits.load(Relaxed));
+        SharedCounters::bump(&shared.tls_hits, hits);
         live.retain(|x| !Arc::ptr_eq(x, c));
     }
 
@@ -108,11 +128,13 @@ impl CounterRegistry {
             rejected_puts: shared.rejected_puts.load(Relaxed),
         };
         for c in live.iter() {
-            s.gets += c.gets.load(Relaxed);
+            let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+            let (buffers, bytes) = c.idle();
+            s.gets += hits + misses;
             s.puts += c.puts.load(Relaxed);
-            s.tls_hits += c.tls_hits.load(Relaxed);
-            s.pooled_buffers += c.idle_buffers.load(Relaxed);
-            s.pooled_bytes += c.idle_bytes.load(Relaxed);
+            s.tls_hits += hits;
+            s.pooled_buffers += buffers;
+            s.pooled_bytes += bytes;
         }
         s.outstanding = s.gets.saturating_sub(s.puts);
         s

@@ -19,9 +19,10 @@ use std::cell::RefCell;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::buffer::RawBuf;
-use crate::error::Error;
+use crate::buffer::{OutOfMemory, RawBuf};
+use crate::config::Zeroing;
 use crate::shared::Shared;
+use crate::size_class::SizeClasses;
 use crate::stats::{LocalCounters, SharedCounters};
 
 pub(crate) struct ThreadCache {
@@ -31,13 +32,15 @@ pub(crate) struct ThreadCache {
     home: usize,
     limit: usize,
     scrub: bool,
+    zero_on_get: bool,
+    classes: SizeClasses,
     stacks: Box<[Vec<RawBuf>]>,
     count: usize,
     idle_bytes: usize,
     credit: usize,
-    gets: u64,
-    puts: u64,
     hits: u64,
+    misses: u64,
+    puts: u64,
     counters: Arc<LocalCounters>,
 }
 
@@ -49,29 +52,35 @@ thread_local! {
 /// `attach` on first use. None when there is no usable cache: thread-local
 /// storage is being torn down, the caches are already borrowed (re-entry),
 /// or `attach` finds no open pool. Callers then take the uncached path.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_cache<R>(
     id: u64,
     attach: impl FnOnce() -> Option<Arc<Shared>>,
     f: impl FnOnce(&mut ThreadCache) -> R,
 ) -> Option<R> {
     CACHES
-        .try_with(|cell| {
+        .try_with(#[inline(always)] |cell| {
             let mut caches = cell.try_borrow_mut().ok()?;
             let i = match caches.iter().position(|c| c.id == id) {
                 Some(i) => i,
-                None => {
-                    let shared = attach().filter(|s| !s.is_closed())?;
-                    // Caches of closed pools are dropped here, off the fast path.
-                    caches.retain(|c| !c.shared.is_closed());
-                    caches.push(ThreadCache::new(shared));
-                    caches.len() - 1
-                }
+                None => add_cache(&mut caches, attach()?)?,
             };
             Some(f(&mut caches[i]))
         })
         .ok()
         .flatten()
+}
+
+/// First use of a pool on this thread. Caches of closed pools are dropped
+/// here, off the fast path.
+#[cold]
+fn add_cache(caches: &mut Vec<ThreadCache>, shared: Arc<Shared>) -> Option<usize> {
+    if shared.is_closed() {
+        return None;
+    }
+    caches.retain(|c| !c.shared.is_closed());
+    caches.push(ThreadCache::new(shared));
+    Some(caches.len() - 1)
 }
 
 /// Drops this thread's cache for pool `id`, if it has one.
@@ -95,40 +104,44 @@ impl ThreadCache {
             home: shared.next_home(),
             limit,
             scrub: shared.cfg.zeroing.scrubs_on_put(),
+            zero_on_get: shared.cfg.zeroing == Zeroing::Always,
+            classes: shared.cfg.classes.clone(),
             stacks,
             count: 0,
             idle_bytes: 0,
             credit: 0,
-            gets: 0,
-            puts: 0,
             hits: 0,
+            misses: 0,
+            puts: 0,
             counters,
             shared,
         }
     }
 
-    /// A buffer of `class`: from this cache if it has one (the fast path).
-    #[inline]
-    pub(crate) fn get(&mut self, class: usize) -> Result<RawBuf, Error> {
+    /// A buffer of `class` for `len` bytes: from this cache if it has one
+    /// (the fast path).
+    #[inline(always)]
+    pub(crate) fn get(&mut self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
         if self.seen == self.shared.state() {
-            if let Some(raw) = self.stacks[class].pop() {
+            if let Some(mut raw) = self.stacks[class].pop() {
+                if self.zero_on_get {
+                    raw.zero(len);
+                }
                 self.count -= 1;
                 self.idle_bytes -= raw.capacity();
                 self.hits += 1;
-                self.gets += 1;
-                self.counters.tls_hits.store(self.hits, Relaxed);
-                self.counters.gets.store(self.gets, Relaxed);
+                self.counters.hits.store(self.hits, Relaxed);
                 self.publish_idle();
                 return Ok(raw);
             }
         }
-        self.get_slow(class)
+        self.get_slow(class, len)
     }
 
     #[cold]
-    fn get_slow(&mut self, class: usize) -> Result<RawBuf, Error> {
+    fn get_slow(&mut self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
         self.catch_up();
-        let cap = self.shared.cfg.classes.capacity(class);
+        let cap = self.classes.capacity(class);
         // One buffer for the caller, plus a batch to refill (magazine style).
         let want = 1 + (self.limit / 2).min(self.limit.saturating_sub(self.count));
         let stack = &mut self.stacks[class];
@@ -141,28 +154,32 @@ impl ThreadCache {
             self.credit += got * cap;
             self.count += got - 1;
             self.idle_bytes += (got - 1) * cap;
-            self.stacks[class].pop().expect("take moved at least one buffer")
+            let mut raw = self.stacks[class].pop().expect("take moved at least one buffer");
+            self.shared.zero_on_get(&mut raw, len);
+            raw
         } else {
-            self.shared.allocate(cap, class as u8)?
+            self.shared.allocate(cap)?
         };
         // Keep credit for this buffer's return only if the cache may hold it.
         self.settle(if self.limit > 0 { cap } else { 0 });
-        self.gets += 1;
-        self.counters.gets.store(self.gets, Relaxed);
+        self.misses += 1;
+        self.counters.misses.store(self.misses, Relaxed);
         self.publish_idle();
         Ok(raw)
     }
 
-    /// Takes back a buffer of this pool. `raw` has been retired (its dirty
-    /// bytes recorded); it is scrubbed here unless the policy is `Never`.
-    #[inline]
-    pub(crate) fn put(&mut self, mut raw: RawBuf) {
+    /// Takes back a buffer of this pool that was handed out for `len`
+    /// bytes; those are scrubbed unless the policy is `Never`.
+    #[inline(always)]
+    pub(crate) fn put(&mut self, mut raw: RawBuf, len: usize) {
         self.puts += 1;
         self.counters.puts.store(self.puts, Relaxed);
         if self.scrub {
-            raw.scrub();
+            raw.scrub(len);
+        } else {
+            raw.mark_dirty();
         }
-        let class = raw.class() as usize;
+        let class = self.classes.class_of_log2(raw.log2());
         let cap = raw.capacity();
         if class < self.stacks.len()
             && self.seen == self.shared.state()
@@ -178,12 +195,18 @@ impl ThreadCache {
         self.put_slow(raw);
     }
 
+    /// Counts the return of a one-off (unpooled) buffer.
+    pub(crate) fn count_put(&mut self) {
+        self.puts += 1;
+        self.counters.puts.store(self.puts, Relaxed);
+    }
+
     #[cold]
     fn put_slow(&mut self, raw: RawBuf) {
         self.catch_up();
-        let class = raw.class() as usize;
+        let class = self.classes.class_of_log2(raw.log2());
         if class >= self.stacks.len() || self.shared.is_closed() {
-            return; // unpooled, or the pool is gone: `raw` is released
+            return; // not a class of ours, or the pool is gone: released
         }
         if self.limit == 0 {
             self.shared.keep(raw, self.home);
@@ -272,8 +295,7 @@ impl ThreadCache {
 
     #[inline]
     fn publish_idle(&self) {
-        self.counters.idle_buffers.store(self.count as u64, Relaxed);
-        self.counters.idle_bytes.store(self.idle_bytes as u64, Relaxed);
+        self.counters.set_idle(self.count, self.idle_bytes);
     }
 }
 

@@ -96,7 +96,9 @@ fn two_threads_exchange_buffers_without_loss() {
     let s = p.stats();
     assert_eq!((s.gets, s.puts, s.outstanding), (rounds as u64, rounds as u64, 0));
     assert!(s.pooled_bytes <= p.max_pooled_bytes() as u64);
-    assert!(s.allocations < rounds as u64 / 10, "buffers should be reused: {s:?}");
+    if !cfg!(miri) {
+        assert!(s.allocations < rounds as u64 / 10, "buffers should be reused: {s:?}");
+    }
 }
 
 struct HoldsBuffer(RefCell<Option<Buffer>>);

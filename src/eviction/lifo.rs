@@ -27,9 +27,9 @@ impl Lifo {
             .fold(0, |mask, (k, _)| mask | 1 << k)
     }
 
-    pub(super) fn insert(&mut self, raw: RawBuf) {
+    pub(super) fn insert(&mut self, class: usize, raw: RawBuf) {
         self.clock += 1;
-        self.classes[raw.class() as usize].push_back((self.clock, raw));
+        self.classes[class].push_back((self.clock, raw));
     }
 
     pub(super) fn take(&mut self, class: usize) -> Option<RawBuf> {

@@ -52,12 +52,12 @@ impl IdleSet {
         }
     }
 
-    /// Keeps `raw` idle.
-    pub(crate) fn insert(&mut self, raw: RawBuf) {
+    /// Keeps `raw`, a buffer of `class`, idle.
+    pub(crate) fn insert(&mut self, class: usize, raw: RawBuf) {
         self.count += 1;
         self.bytes += raw.capacity();
         match &mut self.order {
-            Order::Lifo(o) => o.insert(raw),
+            Order::Lifo(o) => o.insert(class, raw),
         }
     }
 
