@@ -17,6 +17,9 @@
 //! - Without DIRTY, every byte is zero except those a caller was handed
 //!   and has not given back; with DIRTY, any byte may hold old data.
 //! - PINNED says the mapping is mlock'ed and must be unlocked on release.
+//! - TAIL says one more page is mapped after the capacity (pools used from
+//!   C keep their overflow canary there, so even a request of exactly a
+//!   class capacity has one).
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -34,6 +37,9 @@ pub(crate) struct OutOfMemory;
 const LOG2_MASK: usize = 0x3f;
 const PINNED: usize = 1 << 6;
 const DIRTY: usize = 1 << 7;
+const TAIL: usize = 1 << 8;
+/// Bytes of the overflow canary written after a C buffer's length.
+pub(crate) const CANARY_LEN: usize = 8;
 /// Tag bits: below any page size we support (4 KiB and up).
 pub(crate) const TAG_MASK: usize = 0xfff;
 
@@ -62,26 +68,50 @@ fn tag_of(tagged: NonNull<u8>) -> usize {
     tagged.as_ptr() as usize & TAG_MASK
 }
 
-/// Maps `cap` zeroed bytes and tags the address with `log2` and PINNED.
-fn map(cap: usize, log2: usize, pin: bool) -> Result<(NonNull<u8>, Pin), OutOfMemory> {
-    let ptr = os::map_zeroed(cap).ok_or(OutOfMemory)?;
+/// Bytes mapped for a buffer of `cap` bytes with tag `tag`.
+#[inline]
+fn mapped_len(cap: usize, tag: usize) -> usize {
+    if tag & TAIL != 0 {
+        cap + os::page_size()
+    } else {
+        cap
+    }
+}
+
+/// How a new buffer is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MapOptions {
+    /// mlock it and keep it out of core dumps.
+    pub(crate) pin: bool,
+    /// Map a tail page after the capacity, for the C canary.
+    pub(crate) tail: bool,
+}
+
+/// Maps `cap` zeroed bytes (plus the tail page if asked) and tags the
+/// address with `log2`, PINNED and TAIL.
+fn map(cap: usize, log2: usize, opts: MapOptions) -> Result<(NonNull<u8>, Pin), OutOfMemory> {
+    let tail = if opts.tail { TAIL } else { 0 };
+    let len = mapped_len(cap, tail);
+    let ptr = os::map_zeroed(len).ok_or(OutOfMemory)?;
     debug_assert_eq!(tag_of(ptr), 0);
     let mut outcome = Pin::No;
-    if pin {
-        // SAFETY: `ptr`/`cap` is the mapping just made.
-        outcome = if unsafe { os::pin(ptr, cap) } { Pin::Locked } else { Pin::Refused };
+    if opts.pin {
+        // SAFETY: `ptr`/`len` is the mapping just made.
+        outcome = if unsafe { os::pin(ptr, len) } { Pin::Locked } else { Pin::Refused };
     }
     let pinned = if outcome == Pin::Locked { PINNED } else { 0 };
     // A non-null address with bits or'ed in stays non-null.
-    Ok((ptr.map_addr(|a| a | (log2 | pinned)), outcome))
+    Ok((ptr.map_addr(|a| a | (log2 | pinned | tail)), outcome))
 }
 
 /// Scrubs what may hold data, unlocks and unmaps.
 ///
 /// # Safety
-/// `tagged` must own a live mapping of `cap` bytes that nothing uses after.
+/// `tagged` must own a live mapping for a buffer of `cap` bytes that
+/// nothing uses after.
 unsafe fn release(tagged: NonNull<u8>, cap: usize) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
+    let cap = mapped_len(cap, tag);
     if tag & DIRTY != 0 {
         // SAFETY: our live mapping of `cap` bytes (caller's promise).
         unsafe { os::scrub_resident(ptr, cap) };
@@ -109,9 +139,9 @@ unsafe impl Sync for RawBuf {}
 impl RawBuf {
     /// Maps a zeroed buffer of `cap` bytes (a power of two of at least a
     /// page), locking it when `pin` is set.
-    pub(crate) fn allocate(cap: usize, pin: bool) -> Result<(RawBuf, Pin), OutOfMemory> {
+    pub(crate) fn allocate(cap: usize, opts: MapOptions) -> Result<(RawBuf, Pin), OutOfMemory> {
         debug_assert!(cap.is_power_of_two() && cap > TAG_MASK);
-        let (tagged, pin) = map(cap, cap.trailing_zeros() as usize, pin)?;
+        let (tagged, pin) = map(cap, cap.trailing_zeros() as usize, opts)?;
         Ok((RawBuf { tagged }, pin))
     }
 
@@ -180,8 +210,8 @@ unsafe impl Send for OneOff {}
 
 impl OneOff {
     /// Maps `cap` zeroed bytes (`unpooled_capacity` of the request).
-    pub(crate) fn allocate(cap: usize, pin: bool) -> Result<(OneOff, Pin), OutOfMemory> {
-        let (tagged, pin) = map(cap, 0, pin)?;
+    pub(crate) fn allocate(cap: usize, opts: MapOptions) -> Result<(OneOff, Pin), OutOfMemory> {
+        let (tagged, pin) = map(cap, 0, opts)?;
         Ok((OneOff { tagged, cap }, pin))
     }
 
@@ -236,6 +266,67 @@ impl Buffer {
     #[inline]
     fn ptr(&self) -> *mut u8 {
         untag(self.tagged).as_ptr()
+    }
+
+    /// Gives up ownership: (tagged address, length, pool id). The memory is
+    /// leaked unless [`Buffer::from_raw_parts`] rebuilds the guard.
+    pub(crate) fn into_raw_parts(self) -> (NonNull<u8>, usize, u64) {
+        let this = ManuallyDrop::new(self);
+        (this.tagged, this.len, this.pool)
+    }
+
+    /// Rebuilds a guard from [`Buffer::into_raw_parts`].
+    ///
+    /// # Safety
+    /// The parts must come from `into_raw_parts`, and no other guard for
+    /// them may exist (each set of parts is used once).
+    pub(crate) unsafe fn from_raw_parts(tagged: NonNull<u8>, len: usize, pool: u64) -> Buffer {
+        Buffer { tagged, len, pool }
+    }
+
+    /// The tag bits of the address (class, PINNED, DIRTY, TAIL).
+    pub(crate) fn tag(&self) -> usize {
+        tag_of(self.tagged)
+    }
+
+    /// Whether `CANARY_LEN` bytes after `len` are mapped (always, for
+    /// buffers with a tail page).
+    fn canary_fits(&self) -> bool {
+        self.len + CANARY_LEN <= mapped_len(self.capacity(), self.tag())
+    }
+
+    /// Writes `value` right after the length, if it fits.
+    pub(crate) fn write_canary(&mut self, value: u64) {
+        if self.canary_fits() {
+            // SAFETY: len + 8 bytes are inside our mapping (checked above).
+            unsafe { self.ptr().add(self.len).cast::<u64>().write_unaligned(value) };
+        }
+    }
+
+    /// Whether the canary after the length still reads `value` (true when
+    /// there is no room for one).
+    pub(crate) fn canary_intact(&self, value: u64) -> bool {
+        // SAFETY: as in `write_canary`.
+        !self.canary_fits() || unsafe { self.ptr().add(self.len).cast::<u64>().read_unaligned() } == value
+    }
+
+    /// Zeroes the canary, so the idle buffer is all zero again.
+    pub(crate) fn clear_canary(&mut self) {
+        if self.canary_fits() {
+            // SAFETY: as in `write_canary`.
+            unsafe { os::scrub(NonNull::new_unchecked(self.ptr().add(self.len)), CANARY_LEN) };
+        }
+    }
+
+    /// Scrubs and releases the memory to the system without returning it
+    /// to its pool (a buffer that failed validation is never reused).
+    pub(crate) fn discard(self) {
+        let cap = self.capacity();
+        let (tagged, _, _) = self.into_raw_parts();
+        let tagged = tagged.map_addr(|a| a | DIRTY);
+        // SAFETY: the guard owned this mapping and is gone; DIRTY makes the
+        // release scrub every resident page first.
+        unsafe { release(tagged, cap) };
     }
 
     /// Length in bytes: what was asked for.

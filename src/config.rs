@@ -1,6 +1,7 @@
 //! Configuration: the builder, auto-configuration from the CPU count, and
 //! validation. Invalid settings are errors, never silently clamped.
 
+use crate::buffer::MapOptions;
 use crate::error::Error;
 use crate::pool::BufferPool;
 use crate::size_class::SizeClasses;
@@ -110,6 +111,14 @@ pub(crate) struct Config {
     pub(crate) zeroing: Zeroing,
     pub(crate) max_pooled_bytes: usize,
     pub(crate) classes: SizeClasses,
+    /// Buffers get a tail page for the C API's overflow canary.
+    pub(crate) canary: bool,
+}
+
+impl Config {
+    pub(crate) fn map_options(&self) -> MapOptions {
+        MapOptions { pin: self.pinned, tail: self.canary }
+    }
 }
 
 /// Builds a [`BufferPool`]; every setting left alone comes from
@@ -125,6 +134,7 @@ pub struct Builder {
     eviction_policy: EvictionPolicy,
     zeroing: Zeroing,
     max_pooled_bytes: Option<usize>,
+    canary: bool,
 }
 
 impl Builder {
@@ -188,6 +198,12 @@ impl Builder {
         self
     }
 
+    /// Pools used through the C API carry an overflow canary.
+    pub(crate) fn with_canary(mut self) -> Self {
+        self.canary = true;
+        self
+    }
+
     /// Validates the settings and builds the pool.
     pub fn build(self) -> Result<BufferPool, Error> {
         self.config().map(BufferPool::from_config)
@@ -237,6 +253,7 @@ impl Builder {
             zeroing: self.zeroing,
             max_pooled_bytes,
             classes: SizeClasses::new(min, max_pooled_bytes, page),
+            canary: self.canary,
         })
     }
 }

@@ -30,10 +30,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("zeropool supports 64-bit targets only");
+
 mod buffer;
 mod config;
 mod error;
 mod eviction;
+mod ffi;
 mod os;
 mod padded;
 mod pool;
@@ -46,5 +50,6 @@ mod thread_cache;
 pub use buffer::Buffer;
 pub use config::{AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_MIN_BUFFER_SIZE};
 pub use error::Error;
+pub use ffi::*;
 pub use pool::BufferPool;
 pub use stats::Stats;

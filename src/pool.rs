@@ -223,6 +223,15 @@ pub(crate) fn give_back_one_off(pool: u64, mut one: OneOff, len: usize) {
     }
 }
 
+/// Counts a rejected C put against pool `id`; `returned` when the buffer
+/// was taken back (and released) rather than left with the caller.
+#[cold]
+pub(crate) fn count_rejected(id: u64, returned: bool) {
+    if let Some(shared) = lookup(id) {
+        shared.count_rejected(returned);
+    }
+}
+
 /// No thread cache (thread exit, or the pool is gone).
 #[cold]
 fn give_back_uncached(pool: u64, mut raw: RawBuf, len: usize) {

@@ -165,7 +165,7 @@ impl Shared {
 
     /// A new pooled buffer of `cap` bytes from the system.
     pub(crate) fn allocate(&self, cap: usize) -> Result<RawBuf, OutOfMemory> {
-        let (raw, pin) = RawBuf::allocate(cap, self.cfg.pinned)?;
+        let (raw, pin) = RawBuf::allocate(cap, self.cfg.map_options())?;
         self.count_allocation(pin);
         Ok(raw)
     }
@@ -179,10 +179,18 @@ impl Shared {
 
     /// A one-off buffer of `cap` bytes, above the largest class.
     pub(crate) fn get_one_off(&self, cap: usize) -> Result<OneOff, OutOfMemory> {
-        let (one, pin) = OneOff::allocate(cap, self.cfg.pinned)?;
+        let (one, pin) = OneOff::allocate(cap, self.cfg.map_options())?;
         self.count_allocation(pin);
         SharedCounters::bump(&self.counters.gets, 1);
         Ok(one)
+    }
+
+    /// Counts a rejected C put; `returned` counts it as a put as well.
+    pub(crate) fn count_rejected(&self, returned: bool) {
+        SharedCounters::bump(&self.counters.rejected_puts, 1);
+        if returned {
+            SharedCounters::bump(&self.counters.puts, 1);
+        }
     }
 
     /// Counts the return of a one-off buffer by a thread without a cache.

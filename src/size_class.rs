@@ -10,6 +10,10 @@
 //! bigger buffer could never be kept, so it is served unpooled (allocated
 //! for the request, in whole pages, and released on return).
 
+/// No buffer is larger: 256 TiB less 64 KiB (a user address space is at
+/// most 2^48 bytes on x86-64 and aarch64 with 4-level tables).
+pub(crate) const MAX_BUFFER_SIZE: usize = (1 << 48) - (1 << 16);
+
 /// Upper bound on the number of classes (also the width of shard class masks).
 pub(crate) const MAX_CLASSES: usize = 48;
 
@@ -38,8 +42,10 @@ impl SizeClasses {
     /// least `page`), as many as fit in `budget` bytes.
     pub(crate) fn new(min_size: usize, budget: usize, page: usize) -> Self {
         debug_assert!(page.is_power_of_two());
-        // Leaves room for page rounding without overflow.
-        let max_buffer = ((isize::MAX as usize) & !(page - 1)) - 2 * page;
+        // No address space is larger than 2^48 bytes on the 64-bit targets
+        // we support (the C registry stores lengths in 48 bits); this also
+        // leaves room for page rounding without overflow.
+        let max_buffer = MAX_BUFFER_SIZE & !(page - 1);
         let base = min_size.max(page).checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 2));
         let base_log2 = base.trailing_zeros();
         let mut count = 0;
@@ -165,6 +171,7 @@ mod tests {
         let c = SizeClasses::new(MIB, 64 * MIB, PAGE);
         assert_eq!(c.lookup(usize::MAX), Lookup::TooLarge);
         assert_eq!(c.lookup(isize::MAX as usize), Lookup::TooLarge);
+        assert_eq!(c.lookup(1 << 48), Lookup::TooLarge);
         assert!(matches!(c.lookup(1 << 40), Lookup::Unpooled(_)));
     }
 

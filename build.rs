@@ -1,0 +1,40 @@
+//! Build script: gives the shared library its SONAME, and tells the tests
+//! which target to compile C for and which native libraries a static link
+//! needs (from rustc itself, not a hard-coded list).
+
+use std::env;
+use std::process::{Command, Stdio};
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    let minor = env::var("CARGO_PKG_VERSION_MINOR").unwrap();
+    let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+    // cargo-c's convention: while the major version is 0, the minor
+    // version is the ABI version.
+    let soname = if major == "0" { format!("libzeropool.so.0.{minor}") } else { format!("libzeropool.so.{major}") };
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo::rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+    }
+    println!("cargo::rustc-env=ZP_SONAME={soname}");
+    println!("cargo::rustc-env=ZP_TARGET={}", env::var("TARGET").unwrap());
+    println!("cargo::rustc-env=ZP_NATIVE_STATIC_LIBS={}", native_static_libs());
+}
+
+/// What rustc says a staticlib needs at link time, e.g. "-lgcc_s -lutil ...".
+fn native_static_libs() -> String {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = env::var("OUT_DIR").unwrap() + "/probe.a";
+    let output = Command::new(rustc)
+        .args(["--crate-type=staticlib", "--crate-name=probe", "--print=native-static-libs", "-o", &out, "-"])
+        .arg(format!("--target={}", env::var("TARGET").unwrap()))
+        .stdin(Stdio::null())
+        .output();
+    let text = match output {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .find_map(|l| l.split("native-static-libs:").nth(1))
+        .map(|libs| libs.trim().to_string())
+        .unwrap_or_else(|| "-lpthread -ldl -lm -lc".to_string())
+}

@@ -1,0 +1,66 @@
+//! The panic boundary, handle casts, and the per-thread last error.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::status::zp_status;
+
+/// Runs `f`; a panic inside becomes `on_panic` instead of unwinding into C.
+#[inline(always)]
+pub(super) fn boundary<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    // AssertUnwindSafe: after a panic nothing observes the closure's state;
+    // the pool's own state stays consistent (see BufferPool's UnwindSafe).
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+/// Borrows a handle that C passed in.
+///
+/// # Safety
+/// `p` must be NULL or a live handle from this library's constructor, not
+/// freed, with no `&mut` to it alive (the header's contract).
+pub(super) unsafe fn handle<'a, T>(p: *const T) -> Option<&'a T> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { p.as_ref() }
+}
+
+/// Borrows a handle mutably.
+///
+/// # Safety
+/// As [`handle`], and no other reference to it may be alive (the header
+/// says config handles are not thread safe).
+pub(super) unsafe fn handle_mut<'a, T>(p: *mut T) -> Option<&'a mut T> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { p.as_mut() }
+}
+
+/// Moves `value` to the heap, or None when the allocator refuses (rather
+/// than aborting as `Box::new` would).
+pub(super) fn try_box<T>(value: T) -> Option<Box<T>> {
+    let layout = std::alloc::Layout::new::<T>();
+    assert!(layout.size() > 0, "handles are not zero-sized");
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) }.cast::<T>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is fresh, aligned and sized for T; Box::from_raw takes
+    // ownership of memory from the global allocator with T's layout.
+    unsafe {
+        p.write(value);
+        Some(Box::from_raw(p))
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: Cell<zp_status> = const { Cell::new(zp_status::ZP_OK) };
+}
+
+/// Records why this thread's `zp_get` failed (only failures are recorded,
+/// like errno, so the fast path never touches it).
+pub(super) fn set_last_error(status: zp_status) {
+    let _ = LAST_ERROR.try_with(|e| e.set(status));
+}
+
+pub(super) fn last_error() -> zp_status {
+    LAST_ERROR.try_with(Cell::get).unwrap_or(zp_status::ZP_ERR_INTERNAL)
+}

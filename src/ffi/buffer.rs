@@ -1,0 +1,107 @@
+//! `zp_get` and `zp_put`: buffers through the C ABI.
+//!
+//! A C buffer is a pool buffer whose guard was turned into a bare pointer.
+//! `zp_get` writes an 8-byte canary right after the requested length (in
+//! the tail page every C pool's buffers carry) and records the buffer in
+//! the registry; `zp_put` validates the pointer against the registry, then
+//! checks the canary, and only then rebuilds the guard and returns it.
+
+use std::ffi::c_void;
+use std::ptr::{self, NonNull};
+use std::sync::OnceLock;
+
+use super::boundary::{boundary, handle, last_error, set_last_error};
+use super::pool::{count_rejected, zp_pool};
+use super::registry;
+use super::status::zp_status::{self, *};
+use crate::buffer::Buffer;
+
+/// The canary for the buffer at `addr`: a per-process secret mixed with
+/// the address, so it can neither be guessed nor copied between buffers.
+fn canary(addr: usize) -> u64 {
+    static SECRET: OnceLock<u64> = OnceLock::new();
+    let secret = *SECRET.get_or_init(crate::os::random_u64);
+    secret ^ (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// A buffer of at least `size` bytes (exactly `size` usable; the capacity
+/// may be larger), page aligned. With the default zeroing every byte is
+/// zero. NULL on failure: `zp_last_error()` then says why
+/// (ZP_ERR_NULL_POINTER, ZP_ERR_TOO_LARGE, ZP_ERR_OUT_OF_MEMORY). A size of
+/// 0 gives a valid buffer that must be returned like any other. Thread safe.
+#[no_mangle]
+pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
+    match boundary(Err(ZP_ERR_INTERNAL), || get(pool, size)) {
+        Ok(p) => p,
+        Err(status) => {
+            set_last_error(status);
+            ptr::null_mut()
+        }
+    }
+}
+
+#[inline(always)]
+fn get(pool: *mut zp_pool, size: usize) -> Result<*mut c_void, zp_status> {
+    // SAFETY: the header's contract: NULL or a live pool.
+    let handle = unsafe { handle(pool) }.ok_or(ZP_ERR_NULL_POINTER)?;
+    let mut buf = handle.pool.try_get(size).map_err(|e| zp_status::from(&e))?;
+    let addr = buf.as_mut_ptr();
+    buf.write_canary(canary(addr as usize));
+    let tag = buf.tag();
+    let (_, len, id) = buf.into_raw_parts();
+    registry::record_out(addr as usize, pool as usize, id, len, tag);
+    Ok(addr.cast())
+}
+
+/// Why this thread's most recent failed `zp_get` failed. Like errno, it is
+/// only meaningful right after `zp_get` returned NULL. Thread safe.
+#[no_mangle]
+pub extern "C" fn zp_last_error() -> zp_status {
+    boundary(ZP_ERR_INTERNAL, last_error)
+}
+
+/// Returns a buffer to `pool`, from any thread. Validates before it trusts:
+/// - ZP_ERR_NULL_POINTER: `pool` or `buf` is NULL.
+/// - ZP_ERR_FOREIGN_BUFFER: `buf` was not handed out by zeropool, or is an
+///   interior pointer of a buffer.
+/// - ZP_ERR_WRONG_POOL: `buf` came from another pool (it stays yours).
+/// - ZP_ERR_DOUBLE_PUT: `buf` was already returned.
+/// - ZP_ERR_OVERFLOW: bytes right after the requested size were written;
+///   the buffer is scrubbed and released, never reused.
+///
+/// Each rejection leaves the pool intact and is counted in
+/// `rejected_puts`. `pool` is never dereferenced here, so a buffer got
+/// before `zp_pool_free(pool)` can still be returned with that pointer.
+#[no_mangle]
+pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, || {
+        let Some(start) = NonNull::new(buf.cast::<u8>()) else {
+            return ZP_ERR_NULL_POINTER;
+        };
+        if pool.is_null() {
+            return ZP_ERR_NULL_POINTER;
+        }
+        let addr = buf as usize;
+        let claimed = match registry::claim(addr, pool as usize) {
+            Ok(c) => c,
+            Err(status) => {
+                count_rejected(pool);
+                return status;
+            }
+        };
+        let tagged = start.map_addr(|a| a | claimed.tag);
+        // SAFETY: the registry recorded these parts when zp_get turned the
+        // guard into this pointer, and `claim` just moved the entry from OUT
+        // to IDLE, so no other guard for the buffer exists.
+        let mut guard = unsafe { Buffer::from_raw_parts(tagged, claimed.len, claimed.id) };
+        if !guard.canary_intact(canary(addr)) {
+            registry::forget(addr);
+            guard.discard();
+            crate::pool::count_rejected(claimed.id, true);
+            return ZP_ERR_OVERFLOW;
+        }
+        guard.clear_canary();
+        drop(guard); // back to its pool (or released, if the pool is gone)
+        ZP_OK
+    })
+}

@@ -1,0 +1,136 @@
+//! `zp_config`: the builder handle.
+
+use std::ptr;
+
+use super::boundary::{boundary, handle_mut, try_box};
+use super::status::zp_status::{self, *};
+use super::status::{PolicyArg, ZeroingArg};
+use crate::config::Builder;
+use crate::{EvictionPolicy, Zeroing};
+
+/// An opaque pool configuration (a builder). Not thread safe: use one from
+/// one thread at a time. Settings are validated as they are set.
+pub struct zp_config {
+    builder: Builder,
+}
+
+impl zp_config {
+    pub(super) fn builder(&self) -> Builder {
+        self.builder.clone()
+    }
+}
+
+/// A configuration with every setting at its default (auto-configured from
+/// the CPU count). Free it with `zp_config_free`. NULL when out of memory.
+#[no_mangle]
+pub extern "C" fn zp_config_new() -> *mut zp_config {
+    boundary(ptr::null_mut(), || match try_box(zp_config { builder: Builder::new() }) {
+        Some(b) => Box::into_raw(b),
+        None => ptr::null_mut(),
+    })
+}
+
+/// Frees a configuration. NULL is a no-op. Pools built from it are not
+/// affected.
+#[no_mangle]
+pub extern "C" fn zp_config_free(cfg: *mut zp_config) {
+    boundary((), || {
+        if !cfg.is_null() {
+            // SAFETY: the header's contract: `cfg` came from zp_config_new
+            // and is freed once.
+            drop(unsafe { Box::from_raw(cfg) });
+        }
+    })
+}
+
+/// Applies `set` to the builder if the result validates; otherwise leaves
+/// the configuration unchanged.
+fn update(cfg: *mut zp_config, set: impl FnOnce(Builder) -> Builder) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, || {
+        // SAFETY: the header's contract: NULL or a live zp_config used by
+        // one thread at a time.
+        let Some(cfg) = (unsafe { handle_mut(cfg) }) else {
+            return ZP_ERR_NULL_POINTER;
+        };
+        let candidate = set(cfg.builder.clone());
+        match candidate.clone().config() {
+            Ok(_) => {
+                cfg.builder = candidate;
+                ZP_OK
+            }
+            Err(e) => zp_status::from(&e),
+        }
+    })
+}
+
+/// Buffers each thread caches for the pool, 0..=1024 (0 disables the
+/// thread cache). Returns ZP_OK, ZP_ERR_NULL_POINTER or
+/// ZP_ERR_INVALID_ARGUMENT (the configuration is then unchanged).
+#[no_mangle]
+pub extern "C" fn zp_config_set_tls_cache_size(cfg: *mut zp_config, buffers: usize) -> zp_status {
+    update(cfg, |b| b.tls_cache_size(buffers))
+}
+
+/// Smallest buffer capacity, 1 byte..=1 TiB (rounded up to a power of two
+/// of at least one page). Default 1 MiB. Returns ZP_OK,
+/// ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn zp_config_set_min_buffer_size(cfg: *mut zp_config, bytes: usize) -> zp_status {
+    update(cfg, |b| b.min_buffer_size(bytes))
+}
+
+/// Idle buffers each shard keeps, 1..=2^20. Returns ZP_OK,
+/// ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn zp_config_set_max_buffers_per_shard(cfg: *mut zp_config, buffers: usize) -> zp_status {
+    update(cfg, |b| b.max_buffers_per_shard(buffers))
+}
+
+/// Number of shards: a power of two, 1..=1024. Returns ZP_OK,
+/// ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn zp_config_set_num_shards(cfg: *mut zp_config, shards: usize) -> zp_status {
+    update(cfg, |b| b.num_shards(shards))
+}
+
+/// Lock buffers in RAM (mlock) and exclude them from core dumps. When the
+/// system refuses, buffers stay usable and `pin_failures` counts it.
+/// Returns ZP_OK or ZP_ERR_NULL_POINTER.
+#[no_mangle]
+pub extern "C" fn zp_config_set_pinned_memory(cfg: *mut zp_config, pinned: bool) -> zp_status {
+    update(cfg, |b| b.pinned_memory(pinned))
+}
+
+/// One of the `zp_eviction_policy` values. Returns ZP_OK,
+/// ZP_ERR_NULL_POINTER, or ZP_ERR_INVALID_ARGUMENT for any other value.
+#[no_mangle]
+pub extern "C" fn zp_config_set_eviction_policy(cfg: *mut zp_config, policy: PolicyArg) -> zp_status {
+    let policy = match policy {
+        0 => EvictionPolicy::ClockPro,
+        1 => EvictionPolicy::Lifo,
+        _ if cfg.is_null() => return ZP_ERR_NULL_POINTER,
+        _ => return ZP_ERR_INVALID_ARGUMENT,
+    };
+    update(cfg, |b| b.eviction_policy(policy))
+}
+
+/// One of the `zp_zeroing` values. Returns ZP_OK, ZP_ERR_NULL_POINTER, or
+/// ZP_ERR_INVALID_ARGUMENT for any other value.
+#[no_mangle]
+pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg) -> zp_status {
+    let zeroing = match zeroing {
+        0 => Zeroing::Always,
+        1 => Zeroing::OnPut,
+        2 => Zeroing::Never,
+        _ if cfg.is_null() => return ZP_ERR_NULL_POINTER,
+        _ => return ZP_ERR_INVALID_ARGUMENT,
+    };
+    update(cfg, |b| b.zeroing(zeroing))
+}
+
+/// Budget for idle bytes (shared shards plus every thread's cache); 0
+/// keeps nothing idle. Returns ZP_OK or ZP_ERR_NULL_POINTER.
+#[no_mangle]
+pub extern "C" fn zp_config_set_max_pooled_bytes(cfg: *mut zp_config, bytes: usize) -> zp_status {
+    update(cfg, |b| b.max_pooled_bytes(bytes))
+}

@@ -1,0 +1,29 @@
+//! The C ABI: the `zp_*` functions declared in `include/zeropool.h`.
+//!
+//! Every entry point checks its pointers first, runs inside a panic
+//! boundary (a panic becomes `ZP_ERR_INTERNAL` or NULL, never an unwind
+//! into C), and takes enum inputs as integers, validated before use (an
+//! out-of-range C enum passed as a Rust enum would be undefined behaviour).
+//!
+//! One module per concept: `status` (codes and strings), `boundary` (panic
+//! boundary, handle casts, per-thread last error), `config` and `pool`
+//! (handles), `buffer` (`zp_get`/`zp_put`), `registry` (which addresses are
+//! live C buffers, so `zp_put` can validate before it trusts).
+#![allow(unsafe_code)] // `#[no_mangle]` and caller-provided pointers
+#![allow(non_camel_case_types)] // C names
+
+mod boundary;
+mod buffer;
+mod config;
+mod pool;
+mod registry;
+mod status;
+
+pub use buffer::{zp_get, zp_last_error, zp_put};
+pub use config::{
+    zp_config, zp_config_free, zp_config_new, zp_config_set_eviction_policy, zp_config_set_max_buffers_per_shard,
+    zp_config_set_max_pooled_bytes, zp_config_set_min_buffer_size, zp_config_set_num_shards,
+    zp_config_set_pinned_memory, zp_config_set_tls_cache_size, zp_config_set_zeroing,
+};
+pub use pool::{zp_pool, zp_pool_free, zp_pool_new, zp_pool_new_with_config, zp_pool_stats, zp_pool_trim};
+pub use status::{zp_eviction_policy, zp_status, zp_status_str, zp_version, zp_zeroing};

@@ -1,0 +1,122 @@
+//! `zp_pool`: the pool handle.
+
+use std::collections::BTreeMap;
+use std::ptr;
+
+use parking_lot::Mutex;
+
+use super::boundary::{boundary, handle, try_box};
+use super::config::zp_config;
+use super::status::zp_status::{self, *};
+use crate::config::Builder;
+use crate::{BufferPool, Stats};
+
+/// An opaque, thread-safe pool. Create with `zp_pool_new` or
+/// `zp_pool_new_with_config`, free with `zp_pool_free`.
+pub struct zp_pool {
+    pub(super) pool: BufferPool,
+}
+
+/// Live handles by address, to their pool ids: lets a rejected `zp_put`
+/// be counted against the pool it named without dereferencing a pointer
+/// that may already be freed.
+static HANDLES: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts a rejected `zp_put` against the pool it named, if that is live.
+pub(super) fn count_rejected(named: *const zp_pool) {
+    if let Some(&id) = HANDLES.lock().get(&(named as usize)) {
+        crate::pool::count_rejected(id, false);
+    }
+}
+
+fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
+    let pool = builder.with_canary().build().map_err(|e| zp_status::from(&e))?;
+    let id = pool.id();
+    let raw = Box::into_raw(try_box(zp_pool { pool }).ok_or(ZP_ERR_OUT_OF_MEMORY)?);
+    HANDLES.lock().insert(raw as usize, id);
+    Ok(raw)
+}
+
+/// A pool with every setting at its default (auto-configured from the CPU
+/// count). NULL when out of memory.
+#[no_mangle]
+pub extern "C" fn zp_pool_new() -> *mut zp_pool {
+    boundary(ptr::null_mut(), || new_handle(Builder::new()).unwrap_or(ptr::null_mut()))
+}
+
+/// A pool built from `cfg` (which stays owned by the caller), stored in
+/// `*out`. Returns ZP_OK, ZP_ERR_NULL_POINTER (cfg or out is NULL),
+/// ZP_ERR_INVALID_ARGUMENT or ZP_ERR_OUT_OF_MEMORY; `*out` is set to NULL
+/// on failure when `out` is not NULL.
+#[no_mangle]
+pub extern "C" fn zp_pool_new_with_config(cfg: *const zp_config, out: *mut *mut zp_pool) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, || {
+        if out.is_null() {
+            return ZP_ERR_NULL_POINTER;
+        }
+        // SAFETY: `out` is non-null and, by the header's contract, writable.
+        unsafe { out.write(ptr::null_mut()) };
+        // SAFETY: the header's contract: NULL or a live zp_config.
+        let Some(cfg) = (unsafe { handle(cfg) }) else {
+            return ZP_ERR_NULL_POINTER;
+        };
+        match new_handle(cfg.builder()) {
+            Ok(pool) => {
+                // SAFETY: as above.
+                unsafe { out.write(pool) };
+                ZP_OK
+            }
+            Err(status) => status,
+        }
+    })
+}
+
+/// Frees a pool. NULL is a no-op. Buffers still out stay valid; return them
+/// later with `zp_put` and this same (now freed) pointer value, and they are
+/// released then. Idle buffers are released now, scrubbed.
+#[no_mangle]
+pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
+    boundary((), || {
+        if pool.is_null() {
+            return;
+        }
+        HANDLES.lock().remove(&(pool as usize));
+        // SAFETY: the header's contract: `pool` came from a zp_pool
+        // constructor and is freed once.
+        drop(unsafe { Box::from_raw(pool) });
+    })
+}
+
+/// Copies the pool's counters into `*out`. Returns ZP_OK or
+/// ZP_ERR_NULL_POINTER. Thread safe; sums of per-thread counters are exact
+/// once other threads are quiet.
+#[no_mangle]
+pub extern "C" fn zp_pool_stats(pool: *const zp_pool, out: *mut Stats) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, || {
+        // SAFETY: the header's contract: NULL or a live pool.
+        let Some(pool) = (unsafe { handle(pool) }) else {
+            return ZP_ERR_NULL_POINTER;
+        };
+        if out.is_null() {
+            return ZP_ERR_NULL_POINTER;
+        }
+        // SAFETY: `out` is non-null and, by the header's contract, writable.
+        unsafe { out.write(pool.pool.stats()) };
+        ZP_OK
+    })
+}
+
+/// Releases every idle buffer (scrubbed): the shards' and this thread's
+/// cache now, other threads' caches at their next call. Returns ZP_OK or
+/// ZP_ERR_NULL_POINTER. Thread safe.
+#[no_mangle]
+pub extern "C" fn zp_pool_trim(pool: *mut zp_pool) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, || {
+        // SAFETY: the header's contract: NULL or a live pool.
+        let Some(pool) = (unsafe { handle(pool) }) else {
+            return ZP_ERR_NULL_POINTER;
+        };
+        pool.pool.trim();
+        ZP_OK
+    })
+}

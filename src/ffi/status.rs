@@ -1,0 +1,103 @@
+//! Status codes, the C enums, and their strings.
+
+use std::ffi::c_char;
+
+use crate::error::Error;
+
+/// What a `zp_*` call did. Every function that can fail returns one.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum zp_status {
+    /// Success.
+    ZP_OK = 0,
+    /// A required pointer argument was NULL.
+    ZP_ERR_NULL_POINTER = 1,
+    /// A setting or size out of its range (including an unknown enum value).
+    ZP_ERR_INVALID_ARGUMENT = 2,
+    /// The system refused memory.
+    ZP_ERR_OUT_OF_MEMORY = 3,
+    /// Size above what any buffer can hold.
+    ZP_ERR_TOO_LARGE = 4,
+    /// The pointer was not handed out by zeropool (or is an interior pointer).
+    ZP_ERR_FOREIGN_BUFFER = 5,
+    /// The buffer belongs to another pool.
+    ZP_ERR_WRONG_POOL = 6,
+    /// The buffer was already returned.
+    ZP_ERR_DOUBLE_PUT = 7,
+    /// Bytes past the requested size were written.
+    ZP_ERR_OVERFLOW = 8,
+    /// A bug inside zeropool was caught (e.g. a panic).
+    ZP_ERR_INTERNAL = 9,
+}
+
+use zp_status::*;
+
+impl From<&Error> for zp_status {
+    fn from(e: &Error) -> zp_status {
+        match e {
+            Error::InvalidConfig { .. } => ZP_ERR_INVALID_ARGUMENT,
+            Error::TooLarge { .. } => ZP_ERR_TOO_LARGE,
+            Error::OutOfMemory { .. } => ZP_ERR_OUT_OF_MEMORY,
+        }
+    }
+}
+
+/// Values for `zp_config_set_eviction_policy` (passed as `uint32_t`).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum zp_eviction_policy {
+    /// CLOCK-Pro adapted to buffers (the default).
+    ZP_EVICTION_CLOCK_PRO = 0,
+    /// Most recently returned first; least recently returned evicted first.
+    ZP_EVICTION_LIFO = 1,
+}
+
+/// Values for `zp_config_set_zeroing` (passed as `uint32_t`).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum zp_zeroing {
+    /// Zero on get and scrub on put (the default).
+    ZP_ZERO_ALWAYS = 0,
+    /// Scrub on put only; gets still see zeros.
+    ZP_ZERO_ON_PUT = 1,
+    /// No zeroing while pooled: a get may see old bytes. Not for secrets.
+    ZP_ZERO_NEVER = 2,
+}
+
+/// How C passes a `zp_status`, `zp_eviction_policy` or `zp_zeroing` in:
+/// as its `uint32_t` value, validated here, because an out-of-range value
+/// in a Rust enum would be undefined behaviour. The header shows the enum
+/// names (see `[export.rename]` in cbindgen.toml).
+pub type StatusArg = u32;
+/// See [`StatusArg`].
+pub type PolicyArg = u32;
+/// See [`StatusArg`].
+pub type ZeroingArg = u32;
+
+/// A static, NUL-terminated description of `status` (a `zp_status`
+/// value); never NULL, also for unknown values. Thread safe.
+#[no_mangle]
+pub extern "C" fn zp_status_str(status: StatusArg) -> *const c_char {
+    let s: &'static [u8] = match status {
+        0 => b"ZP_OK: success\0",
+        1 => b"ZP_ERR_NULL_POINTER: a required pointer argument was NULL\0",
+        2 => b"ZP_ERR_INVALID_ARGUMENT: a setting or size out of its range\0",
+        3 => b"ZP_ERR_OUT_OF_MEMORY: the system refused memory\0",
+        4 => b"ZP_ERR_TOO_LARGE: size above what any buffer can hold\0",
+        5 => b"ZP_ERR_FOREIGN_BUFFER: pointer was not handed out by zeropool\0",
+        6 => b"ZP_ERR_WRONG_POOL: buffer belongs to another pool\0",
+        7 => b"ZP_ERR_DOUBLE_PUT: buffer already returned\0",
+        8 => b"ZP_ERR_OVERFLOW: bytes past the requested size were written\0",
+        9 => b"ZP_ERR_INTERNAL: a bug inside zeropool was caught\0",
+        _ => b"unknown zp_status value\0",
+    };
+    s.as_ptr().cast()
+}
+
+/// The library version, "MAJOR.MINOR.PATCH" (static, NUL-terminated; the
+/// same numbers as `ZP_VERSION_MAJOR`/`MINOR`/`PATCH` in the header this
+/// library was built with). Thread safe.
+#[no_mangle]
+pub extern "C" fn zp_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
