@@ -103,10 +103,11 @@ fn impossible_sizes_are_errors_not_panics() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)] // asks the OS for 2^60 bytes
+#[cfg_attr(miri, ignore)] // asks the OS for 2^47 bytes
 fn unsatisfiable_sizes_are_out_of_memory() {
     let p = pool(Zeroing::Always);
-    assert!(matches!(p.try_get(1 << 60), Err(Error::OutOfMemory { .. })));
+    assert!(matches!(p.try_get(1 << 47), Err(Error::OutOfMemory { .. })));
+    assert!(matches!(p.try_get(1 << 48), Err(Error::TooLarge { .. })));
 }
 
 #[test]
