@@ -67,12 +67,24 @@ impl BufferPool {
     /// use [`try_get`](Self::try_get) to handle those as errors.
     #[inline(always)]
     pub fn get(&self, len: usize) -> Buffer {
+        match self.get_fast(len) {
+            Some(buf) => buf,
+            None => self.get_or_panic(len),
+        }
+    }
+
+    /// The common case of a get (a pooled class, memory available), with
+    /// no error to carry: None sends the caller to `try_get`. Callers keep
+    /// the two paths apart, so the fast one never merges with an error
+    /// value that lives in memory.
+    #[inline(always)]
+    pub(crate) fn get_fast(&self, len: usize) -> Option<Buffer> {
         if let Lookup::Pooled(class) = self.shared.cfg.classes.lookup(len) {
             if let Ok(raw) = self.get_pooled(class, len) {
-                return Buffer::pooled(raw, len, self.shared.id);
+                return Some(Buffer::pooled(raw, len, self.shared.id));
             }
         }
-        self.get_or_panic(len)
+        None
     }
 
     #[cold]

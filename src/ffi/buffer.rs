@@ -7,6 +7,7 @@
 //! checks the canary, and only then rebuilds the guard and returns it.
 
 use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
@@ -31,26 +32,46 @@ fn canary(addr: usize) -> u64 {
 /// 0 gives a valid buffer that must be returned like any other. Thread safe.
 #[no_mangle]
 pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
-    match boundary(Err(ZP_ERR_INTERNAL), || get(pool, size)) {
-        Ok(p) => p,
-        Err(status) => {
-            set_last_error(status);
+    // The closure returns one word: a wider result travels through memory
+    // in pieces, which stalls store forwarding on the fast path.
+    let got = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the header's contract: NULL or a live pool.
+        let Some(handle) = (unsafe { handle(pool) }) else {
+            set_last_error(ZP_ERR_NULL_POINTER);
+            return ptr::null_mut();
+        };
+        match handle.pool.get_fast(size) {
+            Some(buf) => hand_out(pool, buf),
+            None => get_slow(pool, handle, size),
+        }
+    }));
+    got.unwrap_or_else(|_| {
+        set_last_error(ZP_ERR_INTERNAL);
+        ptr::null_mut()
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn get_slow(pool: *mut zp_pool, handle: &zp_pool, size: usize) -> *mut c_void {
+    match handle.pool.try_get(size) {
+        Ok(buf) => hand_out(pool, buf),
+        Err(e) => {
+            set_last_error(zp_status::from(&e));
             ptr::null_mut()
         }
     }
 }
 
+/// Arms the canary, records the buffer and gives up the guard.
 #[inline(always)]
-fn get(pool: *mut zp_pool, size: usize) -> Result<*mut c_void, zp_status> {
-    // SAFETY: the header's contract: NULL or a live pool.
-    let handle = unsafe { handle(pool) }.ok_or(ZP_ERR_NULL_POINTER)?;
-    let mut buf = handle.pool.try_get(size).map_err(|e| zp_status::from(&e))?;
+fn hand_out(pool: *mut zp_pool, mut buf: Buffer) -> *mut c_void {
     let addr = buf.as_mut_ptr();
     buf.write_canary(canary(addr as usize));
     let tag = buf.tag();
     let (_, len, id) = buf.into_raw_parts();
     registry::record_out(addr as usize, pool as usize, id, len, tag);
-    Ok(addr.cast())
+    addr.cast()
 }
 
 /// Why this thread's most recent failed `zp_get` failed. Like errno, it is
