@@ -226,6 +226,10 @@ typedef struct zp_stats {
    * `zp_put` calls rejected as foreign, wrong pool, double put or overflow.
    */
   uint64_t rejected_puts;
+  /**
+   * Bytes allocated from the system so far (sum of capacities).
+   */
+  uint64_t allocated_bytes;
 } zp_stats;
 
 #ifdef __cplusplus

@@ -31,9 +31,9 @@ pub(crate) struct Locked<'a> {
 }
 
 impl Shard {
-    pub(crate) fn new(policy: EvictionPolicy, classes: usize) -> Shard {
+    pub(crate) fn new(policy: EvictionPolicy, classes: usize, capacity: usize) -> Shard {
         Shard(CachePadded(ShardInner {
-            idle: Mutex::new(IdleSet::new(policy, classes)),
+            idle: Mutex::new(IdleSet::new(policy, classes, capacity)),
             present: AtomicU64::new(0),
         }))
     }

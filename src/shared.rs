@@ -16,7 +16,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
-use crate::config::{Config, Zeroing};
+use crate::config::{Config, EvictionPolicy, Zeroing};
+use crate::eviction::Evict;
 use crate::padded::CachePadded;
 use crate::shard::Shard;
 use crate::stats::{CounterRegistry, SharedCounters, Stats};
@@ -41,7 +42,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(id: u64, cfg: Config) -> Shared {
-        let shards = (0..cfg.num_shards).map(|_| Shard::new(cfg.policy, cfg.classes.count())).collect();
+        let shards = (0..cfg.num_shards)
+            .map(|_| Shard::new(cfg.policy, cfg.classes.count(), cfg.max_buffers_per_shard))
+            .collect();
         Shared {
             id,
             cfg,
@@ -80,16 +83,18 @@ impl Shared {
             .is_ok()
     }
 
-    /// Reserves `bytes`, evicting idle buffers (policy's choice, `home`
-    /// shard first) until they fit. False when nothing is left to evict.
-    pub(crate) fn reserve(&self, bytes: usize, home: usize) -> bool {
+    /// Reserves `bytes` for a returned buffer of class `incoming`, evicting
+    /// idle buffers (the policy's choice, `home` shard first) until they
+    /// fit. False when nothing is left to evict, or when the policy would
+    /// rather release the incoming buffer than an idle one.
+    pub(crate) fn reserve(&self, bytes: usize, home: usize, incoming: usize) -> bool {
         loop {
             if self.try_reserve(bytes) {
                 return true;
             }
-            match self.evict_one(home) {
-                Some(victim) => self.release_evicted(victim),
-                None => return false,
+            match self.evict_one(home, Some(incoming)) {
+                Evict::Victim(victim) => self.release_evicted(victim),
+                Evict::Incoming | Evict::Nothing => return false,
             }
         }
     }
@@ -110,11 +115,19 @@ impl Shared {
         &self.shards[(home + i) & (self.shards.len() - 1)]
     }
 
-    fn evict_one(&self, home: usize) -> Option<RawBuf> {
-        (0..self.shards.len())
-            .map(|i| self.shard(home, i))
-            .filter(|s| s.may_have_any())
-            .find_map(|s| s.lock().evict())
+    /// Asks the shards' policies, `home` first, for something to release.
+    fn evict_one(&self, home: usize, incoming: Option<usize>) -> Evict {
+        for i in 0..self.shards.len() {
+            let shard = self.shard(home, i);
+            if !shard.may_have_any() {
+                continue;
+            }
+            match shard.lock().evict(incoming) {
+                Evict::Nothing => continue,
+                choice => return choice,
+            }
+        }
+        Evict::Nothing
     }
 
     /// Moves up to `want` idle buffers of `class` into `out`, from the
@@ -141,6 +154,10 @@ impl Shared {
                 return got;
             }
         }
+        // A miss everywhere: CLOCK-Pro learns from it (a wanted ghost).
+        if self.cfg.policy == EvictionPolicy::ClockPro {
+            self.shards[home].lock().note_miss(class);
+        }
         0
     }
 
@@ -154,7 +171,10 @@ impl Shared {
             debug_assert!(class < self.cfg.classes.count());
             idle.insert(class, raw);
             while idle.len() > self.cfg.max_buffers_per_shard {
-                victims.extend(idle.evict());
+                match idle.evict(None) {
+                    Evict::Victim(victim) => victims.push(victim),
+                    Evict::Incoming | Evict::Nothing => break,
+                }
             }
         }
         drop(idle);
@@ -166,12 +186,13 @@ impl Shared {
     /// A new pooled buffer of `cap` bytes from the system.
     pub(crate) fn allocate(&self, cap: usize) -> Result<RawBuf, OutOfMemory> {
         let (raw, pin) = RawBuf::allocate(cap, self.cfg.map_options())?;
-        self.count_allocation(pin);
+        self.count_allocation(cap, pin);
         Ok(raw)
     }
 
-    fn count_allocation(&self, pin: Pin) {
+    fn count_allocation(&self, bytes: usize, pin: Pin) {
         SharedCounters::bump(&self.counters.allocations, 1);
+        SharedCounters::bump(&self.counters.allocated_bytes, bytes as u64);
         if pin == Pin::Refused {
             SharedCounters::bump(&self.counters.pin_failures, 1);
         }
@@ -180,7 +201,7 @@ impl Shared {
     /// A one-off buffer of `cap` bytes, above the largest class.
     pub(crate) fn get_one_off(&self, cap: usize) -> Result<OneOff, OutOfMemory> {
         let (one, pin) = OneOff::allocate(cap, self.cfg.map_options())?;
-        self.count_allocation(pin);
+        self.count_allocation(cap, pin);
         SharedCounters::bump(&self.counters.gets, 1);
         Ok(one)
     }
@@ -226,7 +247,8 @@ impl Shared {
         if self.is_closed() {
             return; // the pool is gone: `raw` is released
         }
-        if self.reserve(raw.capacity(), home) {
+        let class = self.cfg.classes.class_of_log2(raw.log2());
+        if self.reserve(raw.capacity(), home, class) {
             self.stash(home, [raw]);
         } else {
             SharedCounters::bump(&self.counters.evictions, 1);

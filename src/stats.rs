@@ -37,6 +37,8 @@ pub struct Stats {
     pub pin_failures: u64,
     /// `zp_put` calls rejected as foreign, wrong pool, double put or overflow.
     pub rejected_puts: u64,
+    /// Bytes allocated from the system so far (sum of capacities).
+    pub allocated_bytes: u64,
 }
 
 /// One thread cache's counters. Only the owning thread writes them, with
@@ -80,6 +82,7 @@ pub(crate) struct SharedCounters {
     pub(crate) evictions: AtomicU64,
     pub(crate) pin_failures: AtomicU64,
     pub(crate) rejected_puts: AtomicU64,
+    pub(crate) allocated_bytes: AtomicU64,
 }
 
 impl SharedCounters {
@@ -126,6 +129,7 @@ impl CounterRegistry {
             outstanding: 0,
             pin_failures: shared.pin_failures.load(Relaxed),
             rejected_puts: shared.rejected_puts.load(Relaxed),
+            allocated_bytes: shared.allocated_bytes.load(Relaxed),
         };
         for c in live.iter() {
             let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));

@@ -216,10 +216,10 @@ impl ThreadCache {
             self.flush(|len| len.div_ceil(2));
         }
         let cap = raw.capacity();
-        if !self.cover(cap) {
+        if !self.cover(class) {
             // Let the policy choose among everything idle, this cache included.
             self.flush(|len| len);
-            if !self.cover(cap) {
+            if !self.cover(class) {
                 SharedCounters::bump(&self.shared.counters.evictions, 1);
                 self.publish_idle();
                 return; // no room in the budget: `raw` is released
@@ -231,15 +231,16 @@ impl ThreadCache {
         self.publish_idle();
     }
 
-    /// Makes sure `credit` covers `cap` more idle bytes.
-    fn cover(&mut self, cap: usize) -> bool {
+    /// Makes sure `credit` covers one more idle buffer of `class`.
+    fn cover(&mut self, class: usize) -> bool {
+        let cap = self.classes.capacity(class);
         let need = (self.idle_bytes + cap).saturating_sub(self.credit);
         if need == 0 {
             return true;
         }
         let ok = if self.idle_bytes == 0 {
             // Nothing of ours is idle: evict elsewhere if the policy agrees.
-            self.shared.reserve(need, self.home)
+            self.shared.reserve(need, self.home, class)
         } else {
             self.shared.try_reserve(need)
         };

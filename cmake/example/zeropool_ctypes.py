@@ -9,10 +9,11 @@ ZP_OK, ZP_ERR_FOREIGN_BUFFER, ZP_ERR_DOUBLE_PUT, ZP_ERR_TOO_LARGE = 0, 5, 7, 4
 
 
 class Stats(ctypes.Structure):
-    """zp_stats: eleven uint64_t counters, in header order."""
+    """zp_stats: uint64_t counters, in header order."""
     _fields_ = [(name, ctypes.c_uint64) for name in (
         "gets", "puts", "tls_hits", "shard_hits", "allocations", "evictions",
-        "pooled_buffers", "pooled_bytes", "outstanding", "pin_failures", "rejected_puts")]
+        "pooled_buffers", "pooled_bytes", "outstanding", "pin_failures", "rejected_puts",
+        "allocated_bytes")]
 
 
 def load(path):

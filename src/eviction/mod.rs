@@ -4,14 +4,31 @@
 //! Vocabulary shared by the policies: a buffer becomes *idle* when it is
 //! inserted (returned to the shard), is *taken* when a get reuses it (a hit
 //! for its class), and is *evicted* when the budget needs room: evicted
-//! buffers leave the pool and go back to the system.
+//! buffers leave the pool and go back to the system. A get that finds no
+//! idle buffer of its class anywhere is a *miss*.
+//!
+//! Eviction work happens only on slow paths (a shard is involved); the
+//! thread-cache fast path never reaches a policy.
 
+mod clock_pro;
 mod lifo;
 
 use crate::buffer::RawBuf;
 use crate::config::EvictionPolicy;
 
+use clock_pro::ClockPro;
 use lifo::Lifo;
+
+/// What a policy gives up to make room.
+#[derive(Debug)]
+pub(crate) enum Evict {
+    /// This idle buffer.
+    Victim(RawBuf),
+    /// The buffer being returned: keeping it would cost more than it gains.
+    Incoming,
+    /// Nothing idle here.
+    Nothing,
+}
 
 /// Idle buffers of one shard, by class, with their count and bytes.
 #[derive(Debug)]
@@ -24,13 +41,16 @@ pub(crate) struct IdleSet {
 #[derive(Debug)]
 enum Order {
     Lifo(Lifo),
+    ClockPro(ClockPro),
 }
 
 impl IdleSet {
-    pub(crate) fn new(policy: EvictionPolicy, classes: usize) -> IdleSet {
+    /// `capacity` is about how many buffers the shard holds (CLOCK-Pro's
+    /// test periods last that many insertions).
+    pub(crate) fn new(policy: EvictionPolicy, classes: usize, capacity: usize) -> IdleSet {
         let order = match policy {
-            // CLOCK-Pro keeps LIFO order until its own module lands.
-            EvictionPolicy::Lifo | EvictionPolicy::ClockPro => Order::Lifo(Lifo::new(classes)),
+            EvictionPolicy::Lifo => Order::Lifo(Lifo::new(classes)),
+            EvictionPolicy::ClockPro => Order::ClockPro(ClockPro::new(classes, capacity)),
         };
         IdleSet { order, count: 0, bytes: 0 }
     }
@@ -49,6 +69,7 @@ impl IdleSet {
     pub(crate) fn class_mask(&self) -> u64 {
         match &self.order {
             Order::Lifo(o) => o.class_mask(),
+            Order::ClockPro(o) => o.class_mask(),
         }
     }
 
@@ -58,6 +79,7 @@ impl IdleSet {
         self.bytes += raw.capacity();
         match &mut self.order {
             Order::Lifo(o) => o.insert(class, raw),
+            Order::ClockPro(o) => o.insert(class, raw),
         }
     }
 
@@ -65,20 +87,33 @@ impl IdleSet {
     pub(crate) fn take(&mut self, class: usize) -> Option<RawBuf> {
         let raw = match &mut self.order {
             Order::Lifo(o) => o.take(class),
+            Order::ClockPro(o) => o.take(class),
         }?;
         self.count -= 1;
         self.bytes -= raw.capacity();
         Some(raw)
     }
 
-    /// Picks the buffer the policy releases first, and removes it.
-    pub(crate) fn evict(&mut self) -> Option<RawBuf> {
-        let raw = match &mut self.order {
-            Order::Lifo(o) => o.evict(),
-        }?;
-        self.count -= 1;
-        self.bytes -= raw.capacity();
-        Some(raw)
+    /// Records that a get of `class` found no idle buffer.
+    pub(crate) fn note_miss(&mut self, class: usize) {
+        match &mut self.order {
+            Order::Lifo(_) => {}
+            Order::ClockPro(o) => o.note_miss(class),
+        }
+    }
+
+    /// Picks what the policy releases to make room. `incoming` is the class
+    /// of the buffer being returned, if the caller could still refuse it.
+    pub(crate) fn evict(&mut self, incoming: Option<usize>) -> Evict {
+        let choice = match &mut self.order {
+            Order::Lifo(o) => o.evict().map_or(Evict::Nothing, Evict::Victim),
+            Order::ClockPro(o) => o.evict(incoming),
+        };
+        if let Evict::Victim(raw) = &choice {
+            self.count -= 1;
+            self.bytes -= raw.capacity();
+        }
+        choice
     }
 
     /// Removes every idle buffer.
@@ -87,6 +122,98 @@ impl IdleSet {
         self.bytes = 0;
         match &mut self.order {
             Order::Lifo(o) => o.drain(),
+            Order::ClockPro(o) => o.drain(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{MapOptions, RawBuf};
+
+    const PAGE: usize = 4096;
+
+    fn buf(class: usize) -> RawBuf {
+        RawBuf::allocate(PAGE << class, MapOptions { pin: false, tail: false }).unwrap().0
+    }
+
+    fn victim_class(set: &mut IdleSet, incoming: Option<usize>) -> Option<usize> {
+        match set.evict(incoming) {
+            Evict::Victim(raw) => Some(raw.log2() as usize - 12),
+            Evict::Incoming => None,
+            Evict::Nothing => panic!("nothing to evict"),
+        }
+    }
+
+    /// Two steady classes cycle through the shard; then a burst of a third,
+    /// never reused, is returned into a full shard.
+    fn scan(policy: EvictionPolicy) -> Vec<Option<usize>> {
+        let mut set = IdleSet::new(policy, 3, 8);
+        for _ in 0..4 {
+            for class in [0, 1] {
+                set.insert(class, buf(class));
+                set.insert(class, buf(class));
+                let a = set.take(class).unwrap();
+                set.insert(class, a);
+            }
+        }
+        // Idle now: 4 of class 0, 4 of class 1 (hot under CLOCK-Pro).
+        let mut victims = Vec::new();
+        for _ in 0..4 {
+            victims.push(victim_class(&mut set, Some(2)));
+            set.insert(2, buf(2));
+        }
+        victims
+    }
+
+    #[test]
+    fn lifo_lets_a_scan_flush_the_steady_classes() {
+        // The least recently returned go first: all steady buffers.
+        let victims = scan(EvictionPolicy::Lifo);
+        assert_eq!(victims, vec![Some(0), Some(0), Some(1), Some(1)]);
+    }
+
+    #[test]
+    fn clock_pro_sacrifices_the_scan_not_the_steady_classes() {
+        let victims = scan(EvictionPolicy::ClockPro);
+        // First the incoming scan buffer is refused (nothing cold is idle),
+        // then the scan's own idle buffers are the victims.
+        assert!(victims.iter().all(|v| *v == Some(2) || v.is_none()), "{victims:?}");
+        assert_eq!(victims[0], None);
+    }
+
+    #[test]
+    fn clock_pro_promotes_a_class_reused_within_its_test_period() {
+        let mut set = IdleSet::new(EvictionPolicy::ClockPro, 2, 8);
+        set.insert(1, buf(1));
+        let Order::ClockPro(o) = &set.order else { unreachable!() };
+        assert!(!o.is_hot(1));
+        let b = set.take(1).unwrap();
+        let Order::ClockPro(o) = &set.order else { unreachable!() };
+        assert!(o.is_hot(1), "a hit within the test period makes the class hot");
+        set.insert(1, b);
+    }
+
+    #[test]
+    fn clock_pro_promotes_a_class_whose_ghost_is_wanted_again() {
+        let mut set = IdleSet::new(EvictionPolicy::ClockPro, 2, 8);
+        set.insert(0, buf(0));
+        assert!(matches!(set.evict(None), Evict::Victim(_))); // cold, unreferenced: evicted, leaves a ghost
+        set.note_miss(0); // wanted again while the ghost is in test
+        let Order::ClockPro(o) = &set.order else { unreachable!() };
+        assert!(o.is_hot(0));
+    }
+
+    #[test]
+    fn clock_pro_still_evicts_when_everything_is_hot() {
+        let mut set = IdleSet::new(EvictionPolicy::ClockPro, 1, 8);
+        for _ in 0..3 {
+            set.insert(0, buf(0));
+        }
+        let b = set.take(0).unwrap(); // hot now
+        set.insert(0, b);
+        assert_eq!(victim_class(&mut set, Some(0)), Some(0), "hot hand demotes, then evicts");
+        assert_eq!(set.len(), 2);
     }
 }
