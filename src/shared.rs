@@ -161,20 +161,30 @@ impl Shared {
         0
     }
 
-    /// Keeps buffers (already reserved) idle in the `home` shard; when that
-    /// passes `max_buffers_per_shard`, the policy's victims are released.
-    pub(crate) fn stash(&self, home: usize, bufs: impl IntoIterator<Item = RawBuf>) {
+    /// Keeps buffers (already reserved) idle: in the `home` shard, then in
+    /// other shards with room below `max_buffers_per_shard`; when every
+    /// shard is full, the home shard's policy picks what is released.
+    pub(crate) fn stash(&self, home: usize, bufs: Vec<RawBuf>) {
+        let max = self.cfg.max_buffers_per_shard;
+        let classes = &self.cfg.classes;
+        let mut pending = bufs;
+        for i in 0..self.shards.len() {
+            if pending.is_empty() {
+                return;
+            }
+            let mut idle = self.shard(home, i).lock();
+            while idle.len() < max {
+                let Some(raw) = pending.pop() else { break };
+                idle.insert(classes.class_of_log2(raw.log2()), raw);
+            }
+        }
         let mut victims = Vec::new();
         let mut idle = self.shards[home].lock();
-        for raw in bufs {
-            let class = self.cfg.classes.class_of_log2(raw.log2());
-            debug_assert!(class < self.cfg.classes.count());
-            idle.insert(class, raw);
-            while idle.len() > self.cfg.max_buffers_per_shard {
-                match idle.evict(None) {
-                    Evict::Victim(victim) => victims.push(victim),
-                    Evict::Incoming | Evict::Nothing => break,
-                }
+        for raw in pending {
+            idle.insert(classes.class_of_log2(raw.log2()), raw);
+            match idle.evict(None) {
+                Evict::Victim(victim) => victims.push(victim),
+                Evict::Incoming | Evict::Nothing => {}
             }
         }
         drop(idle);
@@ -249,7 +259,7 @@ impl Shared {
         }
         let class = self.cfg.classes.class_of_log2(raw.log2());
         if self.reserve(raw.capacity(), home, class) {
-            self.stash(home, [raw]);
+            self.stash(home, vec![raw]);
         } else {
             SharedCounters::bump(&self.counters.evictions, 1);
         }
