@@ -48,7 +48,7 @@ struct Workload {
 }
 
 fn zipf_sizes() -> Vec<(usize, f64)> {
-    (0..8).map(|k| (64 * KIB << k, 1.0 / ((k + 1) as f64).powf(1.1))).collect()
+    (0..8).map(|k| ((64 * KIB) << k, 1.0 / ((k + 1) as f64).powf(1.1))).collect()
 }
 
 /// What one run measured.

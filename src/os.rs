@@ -155,8 +155,8 @@ pub(crate) unsafe fn scrub_resident(ptr: NonNull<u8>, len: usize) {
             let at = unsafe { ptr.add(off) };
             // SAFETY: `resident` has a byte for each of the span's pages.
             let ok = unsafe { libc::mincore(at.as_ptr().cast(), span, resident.as_mut_ptr()) } == 0;
-            for p in 0..span.div_ceil(page) {
-                if !ok || resident[p] & 1 != 0 {
+            for (p, flags) in resident.iter().enumerate().take(span.div_ceil(page)) {
+                if !ok || flags & 1 != 0 {
                     let n = page.min(span - p * page);
                     // SAFETY: page p of this chunk, inside the mapping.
                     unsafe { scrub(at.add(p * page), n) };
