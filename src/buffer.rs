@@ -170,11 +170,16 @@ impl RawBuf {
         unsafe { os::scrub(self.ptr(), len.min(self.capacity())) };
     }
 
-    /// Records that any byte may hold data (the `Never` policy), so the
-    /// release path scrubs the whole buffer.
+    /// A returned buffer whose first `len` bytes a caller had: scrubs them
+    /// (`scrub`, the `Always`/`OnPut` policies), or records that any byte
+    /// may hold data (`Never`), so the release path scrubs it all.
     #[inline]
-    pub(crate) fn mark_dirty(&mut self) {
-        self.tagged = self.tagged.map_addr(|a| a | DIRTY);
+    pub(crate) fn retire(&mut self, len: usize, scrub: bool) {
+        if scrub {
+            self.scrub(len);
+        } else {
+            self.tagged = self.tagged.map_addr(|a| a | DIRTY);
+        }
     }
 
     /// Zeroes the first `len` bytes (the get side of `Always`; the memory

@@ -247,7 +247,7 @@ impl Shared {
     /// Put without a thread cache of a buffer handed out for `len` bytes.
     pub(crate) fn put_uncached(&self, mut raw: RawBuf, len: usize) {
         SharedCounters::bump(&self.counters.puts, 1);
-        self.scrub_on_put(&mut raw, len);
+        raw.retire(len, self.cfg.zeroing.scrubs_on_put());
         self.keep(raw, self.next_home());
     }
 
@@ -271,16 +271,6 @@ impl Shared {
     pub(crate) fn zero_on_get(&self, raw: &mut RawBuf, len: usize) {
         if self.cfg.zeroing == Zeroing::Always {
             raw.zero(len);
-        }
-    }
-
-    /// Scrubs the `len` bytes a caller had, unless the policy is `Never`
-    /// (then the buffer is marked dirty, for the release path to scrub).
-    pub(crate) fn scrub_on_put(&self, raw: &mut RawBuf, len: usize) {
-        if self.cfg.zeroing.scrubs_on_put() {
-            raw.scrub(len);
-        } else {
-            raw.mark_dirty();
         }
     }
 

@@ -174,11 +174,7 @@ impl ThreadCache {
     pub(crate) fn put(&mut self, mut raw: RawBuf, len: usize) {
         self.puts += 1;
         self.counters.puts.store(self.puts, Relaxed);
-        if self.scrub {
-            raw.scrub(len);
-        } else {
-            raw.mark_dirty();
-        }
+        raw.retire(len, self.scrub);
         let class = self.classes.class_of_log2(raw.log2());
         let cap = raw.capacity();
         if class < self.stacks.len()
