@@ -10,6 +10,9 @@
  *     with buffers still out is allowed (see zp_pool_free).
  *   - No function aborts or unwinds into C: a caught internal panic is
  *     reported as ZP_ERR_INTERNAL (or NULL from zp_get).
+ *   - fork() is safe while other threads use pools (pthread_atfork handlers
+ *     hold every zeropool lock across it). In the child, buffers that other
+ *     threads held or cached are unreachable and never handed out.
  *
  * Zeroing (default ZP_ZERO_ALWAYS): every byte of a new buffer is zero, and
  * the bytes a caller could reach are scrubbed when it is returned, before

@@ -38,6 +38,7 @@ mod config;
 mod error;
 mod eviction;
 mod ffi;
+mod fork;
 mod os;
 mod padded;
 mod pool;

@@ -25,6 +25,11 @@ fn lookup(id: u64) -> Option<Arc<Shared>> {
     POOLS.lock().get(&id).and_then(Weak::upgrade)
 }
 
+/// The open-pool table's lock, and the pools in it (for the fork handlers).
+pub(crate) fn pools_lock() -> &'static Mutex<BTreeMap<u64, Weak<Shared>>> {
+    &POOLS
+}
+
 /// A thread-safe pool of byte buffers. Cheap to clone: clones share one pool.
 ///
 /// ```
@@ -54,6 +59,7 @@ impl BufferPool {
     }
 
     pub(crate) fn from_config(cfg: Config) -> BufferPool {
+        crate::fork::install_handlers();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared::new(id, cfg));
         POOLS.lock().insert(id, Arc::downgrade(&shared));

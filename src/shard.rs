@@ -51,6 +51,11 @@ impl Shard {
         self.0.present.load(Ordering::Relaxed) != 0
     }
 
+    /// The lock itself, for the fork handlers.
+    pub(crate) fn mutex(&self) -> &Mutex<IdleSet> {
+        &self.0.idle
+    }
+
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked { idle: self.0.idle.lock(), present: &self.0.present }
     }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
 use crate::config::{Config, EvictionPolicy, Zeroing};
 use crate::eviction::Evict;
+use crate::fork::ForkLock;
 use crate::padded::CachePadded;
 use crate::shard::Shard;
 use crate::stats::{CounterRegistry, SharedCounters, Stats};
@@ -307,6 +308,14 @@ impl Shared {
         let stats = self.registry.snapshot(&self.counters, idle);
         drop(locked);
         stats
+    }
+
+    /// Every lock of this pool, in the order they are taken together
+    /// (shards by index, then the counter registry; as `stats` does).
+    pub(crate) fn locks(&self) -> Vec<&dyn ForkLock> {
+        let mut locks: Vec<&dyn ForkLock> = self.shards.iter().map(|s| s.mutex() as &dyn ForkLock).collect();
+        locks.push(self.registry.mutex());
+        locks
     }
 
     /// Bytes reserved now (idle bytes plus thread-cache credit).

@@ -98,6 +98,11 @@ pub(crate) struct CounterRegistry {
 }
 
 impl CounterRegistry {
+    /// The lock itself, for the fork handlers.
+    pub(crate) fn mutex(&self) -> &Mutex<Vec<Arc<LocalCounters>>> {
+        &self.live
+    }
+
     pub(crate) fn register(&self, c: Arc<LocalCounters>) {
         self.live.lock().push(c);
     }

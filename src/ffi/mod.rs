@@ -28,5 +28,6 @@ pub use config::{
     zp_config_set_max_pooled_bytes, zp_config_set_min_buffer_size, zp_config_set_num_shards,
     zp_config_set_pinned_memory, zp_config_set_tls_cache_size, zp_config_set_zeroing,
 };
+pub(crate) use pool::handles_lock;
 pub use pool::{zp_pool, zp_pool_free, zp_pool_new, zp_pool_new_with_config, zp_pool_stats, zp_pool_trim};
 pub use status::{zp_eviction_policy, zp_status, zp_status_str, zp_version, zp_zeroing};

@@ -24,9 +24,17 @@ static HANDLES: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
 
 /// Counts a rejected `zp_put` against the pool it named, if that is live.
 pub(super) fn count_rejected(named: *const zp_pool) {
-    if let Some(&id) = HANDLES.lock().get(&(named as usize)) {
+    // The id is copied out first: HANDLES is never held while taking
+    // another lock (see fork.rs for the lock order).
+    let id = HANDLES.lock().get(&(named as usize)).copied();
+    if let Some(id) = id {
         crate::pool::count_rejected(id, false);
     }
+}
+
+/// The handle table's lock, for the fork handlers.
+pub(crate) fn handles_lock() -> &'static Mutex<BTreeMap<usize, u64>> {
+    &HANDLES
 }
 
 fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {

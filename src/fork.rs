@@ -1,0 +1,135 @@
+//! Fork safety: `pthread_atfork` handlers that hold every zeropool lock
+//! across `fork()`, so a child never inherits a lock taken by a thread
+//! that does not exist in it (jemalloc and hardened_malloc do the same).
+//!
+//! Lock order, the same everywhere two of these locks are held together:
+//! the open-pool table, then the C handle table, then each pool by id: its
+//! shards by index, then its counter registry. No code path takes one of
+//! these while holding a later one in this order the other way round (the
+//! C handle table and the open-pool table are never held together).
+//!
+//! - prepare: take them all, in order (waiting for operations in flight);
+//! - parent: release them, in reverse order;
+//! - child: the only thread left is the one that forked and holds them
+//!   all; each lock is reset to its initial, unlocked state rather than
+//!   unlocked, so no waiter bookkeeping of the parent's threads is touched.
+//!
+//! In the child, buffers that other threads of the parent held or cached
+//! stay where they were: unreachable, never handed out again.
+#![allow(unsafe_code)]
+
+use std::mem;
+use std::sync::{Arc, Once};
+
+use parking_lot::lock_api::{GuardNoSend, RawMutex as _};
+use parking_lot::Mutex;
+
+use crate::shared::Shared;
+
+/// A lock the fork handlers hold across `fork()`.
+pub(crate) trait ForkLock {
+    /// Takes the lock and keeps it (the guard is forgotten).
+    fn hold(&self);
+    /// Releases a lock taken with `hold`.
+    ///
+    /// # Safety
+    /// The calling thread must have taken it with `hold`.
+    unsafe fn release(&self);
+    /// Puts the lock back in its initial, unlocked state.
+    ///
+    /// # Safety
+    /// Only in a fork child, on a lock this thread took with `hold` before
+    /// forking: no other thread exists that could use it.
+    unsafe fn reset(&self);
+}
+
+impl<T> ForkLock for Mutex<T> {
+    fn hold(&self) {
+        mem::forget(self.lock());
+    }
+
+    unsafe fn release(&self) {
+        // SAFETY: the caller took it with `hold`, whose guard was forgotten;
+        // parking_lot's raw mutex keeps no state in its guard token.
+        unsafe { self.force_unlock(GuardNoSend::new()) };
+    }
+
+    unsafe fn reset(&self) {
+        // SAFETY: `raw` only exposes the lock; we do not use it to unlock
+        // a lock someone else holds (the caller's promise).
+        let raw = unsafe { self.raw() } as *const parking_lot::RawMutex as *mut parking_lot::RawMutex;
+        // SAFETY: RawMutex is a single atomic byte (all interior
+        // mutability), and the caller guarantees no other thread exists to
+        // observe the write. INIT is its unlocked state with no waiters.
+        unsafe { raw.write(parking_lot::RawMutex::INIT) };
+    }
+}
+
+/// The pools whose locks are held between prepare and parent/child.
+static HELD: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+
+/// Registers the handlers, once per process.
+pub(crate) fn install_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Miri cannot run foreign functions (and does not fork).
+        #[cfg(not(miri))]
+        // SAFETY: the handlers are `extern "C"` functions with no arguments
+        // that never unwind (see `guarded`).
+        unsafe {
+            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+        }
+    });
+}
+
+/// Runs a handler; a panic would abort the process from inside fork(), so
+/// it is caught (and the handler's remaining work skipped).
+fn guarded(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
+fn global_locks() -> [&'static dyn ForkLock; 2] {
+    [crate::pool::pools_lock(), crate::ffi::handles_lock()]
+}
+
+extern "C" fn prepare() {
+    guarded(|| {
+        let pools = crate::pool::pools_lock();
+        let guard = pools.lock();
+        let mut open: Vec<Arc<Shared>> = guard.values().filter_map(std::sync::Weak::upgrade).collect();
+        mem::forget(guard);
+        crate::ffi::handles_lock().hold();
+        open.sort_by_key(|s| s.id);
+        for shared in &open {
+            shared.locks().iter().for_each(|l| l.hold());
+        }
+        *HELD.lock() = open;
+    });
+}
+
+extern "C" fn parent() {
+    guarded(|| {
+        let held = mem::take(&mut *HELD.lock());
+        for shared in held.iter().rev() {
+            // SAFETY: `prepare`, on this thread, took every one of them.
+            shared.locks().iter().rev().for_each(|l| unsafe { l.release() });
+        }
+        // SAFETY: as above.
+        global_locks().iter().rev().for_each(|l| unsafe { l.release() });
+        drop(held);
+    });
+}
+
+extern "C" fn child() {
+    guarded(|| {
+        let held = mem::take(&mut *HELD.lock());
+        for shared in held.iter().rev() {
+            // SAFETY: we are the child's only thread, and `prepare` took
+            // these locks on this thread before the fork.
+            shared.locks().iter().rev().for_each(|l| unsafe { l.reset() });
+        }
+        // SAFETY: as above.
+        global_locks().iter().rev().for_each(|l| unsafe { l.reset() });
+        drop(held);
+    });
+}
