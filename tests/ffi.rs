@@ -140,3 +140,19 @@ fn shared_library_has_the_soname() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("Library soname: [{}]", env!("ZP_SONAME"))), "{text}");
 }
+
+#[test]
+fn c_programs_are_clean_under_valgrind_memcheck() {
+    let found = Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(found, "valgrind is required for this test; install it with: apt-get install -y valgrind");
+    for source in ["api.c", "misuse.c"] {
+        let exe = build(source, Link::Static);
+        let out = Command::new("valgrind")
+            .args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q"])
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{source} under memcheck (invalid access or definite leak):\n{text}");
+    }
+}
