@@ -1,6 +1,7 @@
 //! Behaviour across threads: cross-thread returns, thread exit, thread-local
-//! destructor order, trim and drop while other threads hold buffers, and
-//! the idle-memory bound under a hostile pattern.
+//! destructor order, trim and drop while other threads hold buffers, and a
+//! stress run (per-owner fill patterns checked before every return, trims,
+//! the idle-memory bound checked throughout).
 
 use std::cell::RefCell;
 use std::sync::mpsc;
@@ -182,6 +183,12 @@ fn trim_reaches_other_threads_caches_at_their_next_call() {
     assert_eq!(s.allocations, 5, "the trimmed buffers were not reused: {s:?}");
 }
 
+/// Every 61st byte and the last: enough to see a buffer two owners share,
+/// cheap enough for unoptimized test builds.
+fn sampled(b: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    b.iter().step_by(61).chain(b.last()).copied()
+}
+
 #[test]
 #[cfg_attr(miri, ignore)] // many threads and thousands of mappings
 fn idle_bytes_stay_bounded_under_a_hostile_pattern() {
@@ -204,31 +211,42 @@ fn idle_bytes_stay_bounded_under_a_hostile_pattern() {
             let (q, start, tx) = (p.clone(), start.clone(), tx.clone());
             handles.push(thread::spawn(move || {
                 start.wait();
-                let mut held = Vec::new();
-                for i in 0..2_000usize {
+                let mut held: Vec<Buffer> = Vec::new();
+                let owner = t as u8 + 1;
+                // Every buffer is zero when got, then carries its owner's
+                // pattern until returned: checked right before each return.
+                let check = |b: &Buffer, who: u8| assert!(sampled(b).all(|x| x == who), "corrupted buffer");
+                for i in 0..1_200usize {
                     // Growing sizes, every class, many held at once.
                     let len = PAGE * (1 + (i * 7 + t) % 40) + i % 100;
                     let mut b = q.get(len);
-                    b[len - 1] = 1;
+                    assert!(sampled(&b).all(|x| x == 0), "a get saw old bytes");
+                    b.fill(owner);
                     if i % 5 == 0 {
                         tx.send(b).unwrap(); // returned by another thread
                     } else {
                         held.push(b);
                     }
                     if held.len() > 12 {
-                        held.clear();
+                        held.drain(..).for_each(|b| check(&b, owner));
+                    }
+                    if t == 0 && i % 400 == 0 {
+                        q.trim();
                     }
                     if i % 97 == 0 {
                         let s = q.stats();
                         assert!(s.pooled_bytes <= budget as u64, "{policy:?}: {s:?}");
                     }
                 }
+                held.drain(..).for_each(|b| check(&b, owner));
             }));
         }
         drop(tx);
         start.wait();
         let mut returned = 0;
         for b in rx {
+            let owner = b[0];
+            assert!(owner >= 1 && sampled(&b).all(|x| x == owner), "corrupted in transit");
             drop(b);
             returned += 1;
             if returned % 50 == 0 {
