@@ -32,13 +32,13 @@ static int checks_passed, checks_failed;
   } while (0)
 
 /* Prints the closing line and turns failures into the exit status. */
-static int finish(const char *program) {
+static inline int finish(const char *program) {
   printf("%s: %d passed, %d failed\n", program, checks_passed, checks_failed);
   return checks_failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 /* 1 when every byte of buf[0..n) is zero. */
-static int all_zero(const void *buf, size_t n) {
+static inline int all_zero(const void *buf, size_t n) {
   const unsigned char *p = (const unsigned char *)buf;
   for (size_t i = 0; i < n; i++)
     if (p[i]) return 0;

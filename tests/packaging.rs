@@ -1,8 +1,11 @@
 //! The install story, end to end with real tools: install into a prefix
-//! with `cmake -P cmake/install.cmake`, move the prefix, then build and run
-//! the consumer project (C and C++, shared and static) with
-//! `find_package(zeropool)`, build with pkg-config flags, load the library
-//! with Python ctypes, and check the SONAME and the package's error paths.
+//! with `cmake -P cmake/install.cmake` (release build), move the prefix,
+//! then build and run the consumer project (C and C++, shared and static)
+//! with `find_package(zeropool)`, build with pkg-config flags, load the
+//! library with Python ctypes, and check the SONAME and the package's error
+//! paths. The installed release library also runs
+//! ffi-tests/scrub_on_release.c: the scrub before memory goes back to the
+//! system must survive the optimizer.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -71,7 +74,7 @@ fn install_move_and_consume() {
     let target = root().join("target/packaging");
     run(Command::new("cmake")
         .arg(format!("-DPREFIX={}", staged.display()))
-        .arg("-DPROFILE=debug")
+        .arg("-DPROFILE=release")
         .arg(format!("-DCARGO_TARGET_DIR={}", target.display()))
         .arg("-P")
         .arg(root().join("cmake/install.cmake")));
@@ -123,6 +126,21 @@ fn install_move_and_consume() {
     // dlopen from another runtime: Python ctypes, by path.
     let out = text(&run(Command::new("python3").arg(root().join("cmake/example/zeropool_ctypes.py")).arg(lib.join("libzeropool.so"))));
     assert!(out.contains("ctypes: zeropool"), "{out}");
+
+    // The optimized library scrubs memory before giving it back (the check
+    // program interposes munmap; see the source).
+    let scrub = work.join("scrub_on_release");
+    run(Command::new("cc")
+        .args(["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(root().join("ffi-tests"))
+        .arg("-I")
+        .arg(prefix.join("include"))
+        .arg(root().join("ffi-tests/scrub_on_release.c"))
+        .arg(lib.join("libzeropool.a"))
+        .args(env!("ZP_NATIVE_STATIC_LIBS").split_whitespace())
+        .arg("-o")
+        .arg(&scrub));
+    assert!(text(&run(&mut Command::new(&scrub))).contains("0 failed"));
 
     // The package's answers to requests it cannot meet.
     assert!(configure_request(&prefix, "zeropool CONFIG REQUIRED COMPONENTS static shared").status.success());
