@@ -116,6 +116,16 @@ fn threads_shared() {
 }
 
 #[test]
+fn free_while_busy_static() {
+    run("free_while_busy.c", Link::Static);
+}
+
+#[test]
+fn free_while_busy_shared() {
+    run("free_while_busy.c", Link::Shared);
+}
+
+#[test]
 fn header_works_from_cpp() {
     run("cpp_compat.cpp", Link::Shared);
 }
@@ -145,7 +155,7 @@ fn shared_library_has_the_soname() {
 fn c_programs_are_clean_under_valgrind_memcheck() {
     let found = Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
     assert!(found, "valgrind is required for this test; install it with: apt-get install -y valgrind");
-    for source in ["api.c", "misuse.c"] {
+    for source in ["api.c", "misuse.c", "free_while_busy.c"] {
         let exe = build(source, Link::Static);
         let out = Command::new("valgrind")
             .args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q"])
