@@ -107,29 +107,27 @@ extern "C" fn prepare() {
     });
 }
 
+/// Lets go of every lock `prepare` took, in reverse order, with `let_go`
+/// (release in the parent, reset in the child).
+fn let_go_all(let_go: unsafe fn(&dyn ForkLock)) {
+    let held = mem::take(&mut *HELD.lock());
+    for shared in held.iter().rev() {
+        // SAFETY: `prepare` took every one of these on this thread, the
+        // only one that runs fork handlers for this fork.
+        shared.locks().iter().rev().for_each(|l| unsafe { let_go(*l) });
+    }
+    // SAFETY: as above.
+    global_locks().iter().rev().for_each(|l| unsafe { let_go(*l) });
+    drop(held);
+}
+
 extern "C" fn parent() {
-    guarded(|| {
-        let held = mem::take(&mut *HELD.lock());
-        for shared in held.iter().rev() {
-            // SAFETY: `prepare`, on this thread, took every one of them.
-            shared.locks().iter().rev().for_each(|l| unsafe { l.release() });
-        }
-        // SAFETY: as above.
-        global_locks().iter().rev().for_each(|l| unsafe { l.release() });
-        drop(held);
-    });
+    // SAFETY (of the function passed): called on locks this thread holds.
+    guarded(|| let_go_all(|l| unsafe { l.release() }));
 }
 
 extern "C" fn child() {
-    guarded(|| {
-        let held = mem::take(&mut *HELD.lock());
-        for shared in held.iter().rev() {
-            // SAFETY: we are the child's only thread, and `prepare` took
-            // these locks on this thread before the fork.
-            shared.locks().iter().rev().for_each(|l| unsafe { l.reset() });
-        }
-        // SAFETY: as above.
-        global_locks().iter().rev().for_each(|l| unsafe { l.reset() });
-        drop(held);
-    });
+    // SAFETY (of the function passed): we are the child's only thread, and
+    // it took these locks before the fork.
+    guarded(|| let_go_all(|l| unsafe { l.reset() }));
 }
