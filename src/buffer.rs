@@ -112,6 +112,8 @@ fn map(cap: usize, log2: usize, opts: MapOptions) -> Result<(NonNull<u8>, Pin), 
 unsafe fn release(tagged: NonNull<u8>, cap: usize) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
     let cap = mapped_len(cap, tag);
+    // The address may be mapped again by anyone: no poison may outlive us.
+    os::unpoison(ptr, cap);
     if tag & DIRTY != 0 {
         // SAFETY: our live mapping of `cap` bytes (caller's promise).
         unsafe { os::scrub_resident(ptr, cap) };
@@ -173,6 +175,8 @@ impl RawBuf {
     /// A returned buffer whose first `len` bytes a caller had: scrubs them
     /// (`scrub`, the `Always`/`OnPut` policies), or records that any byte
     /// may hold data (`Never`), so the release path scrubs it all.
+    /// The buffer is idle from here on (poisoned under ASan) until
+    /// [`reuse`](Self::reuse) or release.
     #[inline]
     pub(crate) fn retire(&mut self, len: usize, scrub: bool) {
         if scrub {
@@ -180,14 +184,25 @@ impl RawBuf {
         } else {
             self.tagged = self.tagged.map_addr(|a| a | DIRTY);
         }
+        os::poison(self.ptr(), self.mapped_len());
     }
 
-    /// Zeroes the first `len` bytes (the get side of `Always`; the memory
-    /// stays in use, so a plain memset is enough).
+    /// An idle buffer handed out again for `len` bytes: usable again, and
+    /// its first `len` bytes zeroed when `zero` (the get side of `Always`;
+    /// the memory stays in use, so a plain memset is enough).
     #[inline]
-    pub(crate) fn zero(&mut self, len: usize) {
-        // SAFETY: len is clamped to the capacity, inside our mapping.
-        unsafe { std::ptr::write_bytes(self.ptr().as_ptr(), 0, len.min(self.capacity())) };
+    pub(crate) fn reuse(&mut self, len: usize, zero: bool) {
+        os::unpoison(self.ptr(), self.mapped_len());
+        if zero {
+            // SAFETY: len is clamped to the capacity, inside our mapping.
+            unsafe { std::ptr::write_bytes(self.ptr().as_ptr(), 0, len.min(self.capacity())) };
+        }
+    }
+
+    /// The whole mapping: the capacity plus the canary's tail page, if any.
+    #[inline]
+    fn mapped_len(&self) -> usize {
+        mapped_len(self.capacity(), tag_of(self.tagged))
     }
 }
 

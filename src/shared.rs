@@ -236,7 +236,7 @@ impl Shared {
         let raw = if self.take(self.next_home(), class, 1, &mut one) == 1 {
             let mut raw = one.pop().expect("take moved one buffer");
             self.unreserve(raw.capacity());
-            self.zero_on_get(&mut raw, len);
+            self.reuse(&mut raw, len);
             raw
         } else {
             self.allocate(self.cfg.classes.capacity(class))?
@@ -266,13 +266,11 @@ impl Shared {
         }
     }
 
-    /// Zeroes a reused buffer's first `len` bytes under `Always` (fresh
-    /// mappings are zero already).
+    /// Hands an idle buffer out again, its first `len` bytes zeroed under
+    /// `Always` (fresh mappings are zero already).
     #[inline]
-    pub(crate) fn zero_on_get(&self, raw: &mut RawBuf, len: usize) {
-        if self.cfg.zeroing == Zeroing::Always {
-            raw.zero(len);
-        }
+    pub(crate) fn reuse(&self, raw: &mut RawBuf, len: usize) {
+        raw.reuse(len, self.cfg.zeroing == Zeroing::Always);
     }
 
     /// Releases every idle buffer in the shards and tells thread caches to

@@ -124,9 +124,7 @@ impl ThreadCache {
     pub(crate) fn get(&mut self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
         if self.seen == self.shared.state() {
             if let Some(mut raw) = self.stacks[class].pop() {
-                if self.zero_on_get {
-                    raw.zero(len);
-                }
+                raw.reuse(len, self.zero_on_get);
                 self.count -= 1;
                 self.idle_bytes -= raw.capacity();
                 self.hits += 1;
@@ -155,7 +153,7 @@ impl ThreadCache {
             self.count += got - 1;
             self.idle_bytes += (got - 1) * cap;
             let mut raw = self.stacks[class].pop().expect("take moved at least one buffer");
-            self.shared.zero_on_get(&mut raw, len);
+            self.shared.reuse(&mut raw, len);
             raw
         } else {
             self.shared.allocate(cap)?
