@@ -103,3 +103,39 @@ fn refused_pins_fall_back_and_are_counted() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains("1 passed"), "child failed:\n{text}");
 }
+
+/// The same as an unprivileged user with a small RLIMIT_MEMLOCK, set up
+/// from outside by .ci/harden:
+///   prlimit --memlock=65536 setpriv --reuid=nobody --regid=nogroup
+///     --clear-groups <this test binary> --ignored --exact <this test>
+#[test]
+#[ignore = "run by .ci/harden as an unprivileged user"]
+fn unprivileged_user_gets_unpinned_buffers_counted_as_pin_failures() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls that write into our struct or have no inputs.
+    let (euid, _) = unsafe { (libc::geteuid(), libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim)) };
+    assert!(euid != 0, "run this test as an unprivileged user (see its doc comment)");
+    assert!(lim.rlim_cur < 256 * KIB as u64, "run it with RLIMIT_MEMLOCK below 256 KiB");
+    let n = 8;
+    let pool = BufferPool::builder()
+        .min_buffer_size(256 * KIB)
+        .tls_cache_size(2)
+        .num_shards(1)
+        .max_buffers_per_shard(16)
+        .pinned_memory(true)
+        .build()
+        .unwrap();
+    let mut bufs: Vec<_> = (0..n).map(|_| pool.get(256 * KIB)).collect();
+    assert!(bufs.iter().all(|b| !b.is_pinned()));
+    assert_eq!(pool.stats().pin_failures, n as u64);
+    assert_eq!(status_kb("VmLck:"), 0);
+    for (i, b) in bufs.iter_mut().enumerate() {
+        b.fill(i as u8 + 1);
+    }
+    drop(bufs);
+    // Reused buffers come back zeroed, and no new lock is attempted.
+    let again: Vec<_> = (0..n).map(|_| pool.get(256 * KIB)).collect();
+    assert!(again.iter().all(|b| b.iter().all(|&x| x == 0)));
+    let s = pool.stats();
+    assert_eq!((s.pin_failures, s.outstanding), (n as u64, n as u64), "{s:?}");
+}
