@@ -1,6 +1,8 @@
 //! fork() while another thread works the pool's locks: 200 children, each
-//! uses the pool and exits; an alarm() turns a hang into a failure. A
-//! binary of its own, so no other test's threads are around at fork.
+//! uses the pool and exits; an alarm() turns a hang into a failure. The
+//! other thread also holds buffers for the whole run: no child may be
+//! handed one of them, nor scrub them. A binary of its own, so no other
+//! test's threads are around at fork.
 #![cfg(target_os = "linux")]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,20 +12,29 @@ use std::thread;
 use zeropool::BufferPool;
 
 const PAGE: usize = 4096;
+const HELD: u8 = 0xAB;
 
-/// What a child does; its exit status is the result (0: fine).
-fn child(pool: &BufferPool) -> i32 {
+/// What a child does; its exit status is the result (0: fine). `theirs`:
+/// the addresses of the buffers the other thread holds, filled with HELD.
+fn child(pool: &BufferPool, theirs: &[usize]) -> i32 {
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let before = pool.stats();
         let mut bufs: Vec<_> = (0..6).map(|i| pool.get(PAGE << (i % 4))).collect();
         for b in &mut bufs {
             assert!(b.iter().all(|&x| x == 0), "a child saw another thread's bytes");
+            assert!(!theirs.contains(&(b.as_ptr() as usize)), "a child got a buffer another thread holds");
             b.fill(7);
         }
         drop(bufs);
         pool.trim();
         let after = pool.stats();
         assert_eq!(after.gets, before.gets + 6);
+        for &addr in theirs {
+            // SAFETY (test): the child's copy of a buffer the (vanished)
+            // other thread holds; nothing in the child writes it.
+            let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, PAGE) };
+            assert!(bytes.iter().all(|&x| x == HELD), "a child scrubbed or reused another thread's buffer");
+        }
     }));
     if ok.is_ok() {
         0
@@ -42,9 +53,13 @@ fn children_forked_while_another_thread_works_never_hang() {
         .build()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let mut kept: Vec<_> = (0..4).map(|_| pool.get(PAGE)).collect();
+    kept.iter_mut().for_each(|b| b.fill(HELD));
+    let theirs: Vec<usize> = kept.iter().map(|b| b.as_ptr() as usize).collect();
     let worker = {
         let (pool, stop) = (pool.clone(), stop.clone());
         thread::spawn(move || {
+            let _kept = kept; // held by this thread for the whole run
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let held: Vec<_> = (0..4).map(|k| pool.get(PAGE << ((i as usize + k) % 4))).collect();
@@ -68,7 +83,7 @@ fn children_forked_while_another_thread_works_never_hang() {
             // SAFETY: plain syscalls in the child; _exit skips the harness.
             unsafe {
                 libc::alarm(10);
-                libc::_exit(child(&pool));
+                libc::_exit(child(&pool, &theirs));
             }
         }
         let mut status = 0;
