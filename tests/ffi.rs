@@ -125,6 +125,13 @@ fn free_while_busy_shared() {
     run("free_while_busy.c", Link::Shared);
 }
 
+/// The control run of the ASan death test (.ci/harden runs the bug cases,
+/// which only an ASan build may run).
+#[test]
+fn use_after_put_control_static() {
+    run("use_after_put.c", Link::Static);
+}
+
 #[test]
 fn header_works_from_cpp() {
     run("cpp_compat.cpp", Link::Shared);
