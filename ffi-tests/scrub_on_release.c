@@ -73,7 +73,8 @@ static void unpooled_release_scrubbed(void) {
 static void overflow_release_scrubbed(void) {
   zp_pool *pool = pool_with(ZP_ZERO_NEVER, 64u << 20);
   unsigned char *buf = (unsigned char *)zp_get(pool, 1000);
-  memset(buf, 0xEF, 1001);
+  memset(buf, 0xEF, 1000);
+  buf[1000] = (unsigned char)~buf[1000]; /* one byte too many (not the canary's value) */
   watch(buf, 1000);
   CHECK_STATUS(zp_put(pool, buf), ZP_ERR_OVERFLOW);
   CHECK(seen && !dirty);
