@@ -34,9 +34,14 @@
  *     then a live buffer again, of whoever got it);
  *   - two threads returning the same buffer at the same instant (a data
  *     race in the caller; each call alone is checked);
- *   - writes further than 8 bytes past the size that skip the canary;
+ *   - writes further than 8 bytes past the size that skip the canary, and
+ *     writes of the value a canary byte already holds (a one-byte overflow
+ *     of a given value is missed in 1 buffer in 256);
  *   - a pointer to memory zeropool has since released may be reported as
- *     ZP_ERR_DOUBLE_PUT rather than ZP_ERR_FOREIGN_BUFFER.
+ *     ZP_ERR_DOUBLE_PUT rather than ZP_ERR_FOREIGN_BUFFER;
+ *   - reads and writes after zp_put, except in AddressSanitizer builds of
+ *     zeropool (--cfg zeropool_asan, see .ci/harden), which poison idle
+ *     buffers so ASan reports them as use-after-poison.
  */
 
 #ifndef ZEROPOOL_H
@@ -380,6 +385,10 @@ const char *zp_status_str(zp_status status);
  * library was built with). Thread safe.
  */
 const char *zp_version(void);
+
+extern void __asan_poison_memory_region(const void *addr, size_t size);
+
+extern void __asan_unpoison_memory_region(const void *addr, size_t size);
 
 #ifdef __cplusplus
 }  // extern "C"
