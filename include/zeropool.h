@@ -386,10 +386,6 @@ const char *zp_status_str(zp_status status);
  */
 const char *zp_version(void);
 
-extern void __asan_poison_memory_region(const void *addr, size_t size);
-
-extern void __asan_unpoison_memory_region(const void *addr, size_t size);
-
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
