@@ -212,13 +212,11 @@ mod asan {
 /// unpredictable enough for canaries though not for cryptography.
 pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
-    #[cfg(not(miri))]
-    {
-        // SAFETY: getrandom writes at most 8 bytes into our buffer.
-        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-        if n == 8 {
-            return u64::from_ne_bytes(bytes);
-        }
+    // SAFETY: getrandom writes at most 8 bytes into our buffer (Miri too
+    // implements it, isolated or not).
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == 8 {
+        return u64::from_ne_bytes(bytes);
     }
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let here = &mut bytes as *mut _ as usize as u64;
