@@ -113,6 +113,7 @@ unsafe fn release(tagged: NonNull<u8>, cap: usize) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
     let cap = mapped_len(cap, tag);
     // The address may be mapped again by anyone: no poison may outlive us.
+    #[cfg(zeropool_asan)]
     os::unpoison(ptr, cap);
     if tag & DIRTY != 0 {
         // SAFETY: our live mapping of `cap` bytes (caller's promise).
@@ -184,6 +185,7 @@ impl RawBuf {
         } else {
             self.tagged = self.tagged.map_addr(|a| a | DIRTY);
         }
+        #[cfg(zeropool_asan)]
         os::poison(self.ptr(), self.mapped_len());
     }
 
@@ -192,6 +194,7 @@ impl RawBuf {
     /// the memory stays in use, so a plain memset is enough).
     #[inline]
     pub(crate) fn reuse(&mut self, len: usize, zero: bool) {
+        #[cfg(zeropool_asan)]
         os::unpoison(self.ptr(), self.mapped_len());
         if zero {
             // SAFETY: len is clamped to the capacity, inside our mapping.
@@ -200,7 +203,7 @@ impl RawBuf {
     }
 
     /// The whole mapping: the capacity plus the canary's tail page, if any.
-    #[inline]
+    #[cfg(zeropool_asan)]
     fn mapped_len(&self) -> usize {
         mapped_len(self.capacity(), tag_of(self.tagged))
     }

@@ -174,29 +174,20 @@ pub(crate) unsafe fn scrub_resident(ptr: NonNull<u8>, len: usize) {
 
 /// Marks `len` bytes at `ptr` as off limits to AddressSanitizer, so any
 /// access to an idle buffer is reported as a use-after-poison. Only in
-/// builds with `--cfg zeropool_asan` (the hardening suite's ASan runs);
-/// a no-op otherwise.
-#[inline(always)]
+/// builds with `--cfg zeropool_asan` (the hardening suite's ASan runs).
+#[cfg(zeropool_asan)]
 pub(crate) fn poison(ptr: NonNull<u8>, len: usize) {
-    #[cfg(zeropool_asan)]
     // SAFETY: only ASan's shadow memory for the range changes; the range is
     // ours (a live mapping), so no other object's state is affected.
-    unsafe {
-        asan::__asan_poison_memory_region(ptr.as_ptr().cast(), len)
-    };
-    let _ = (ptr, len);
+    unsafe { asan::__asan_poison_memory_region(ptr.as_ptr().cast(), len) };
 }
 
 /// Undoes [`poison`]: the buffer is handed out again or going back to the
 /// system (where the address may be reused by anyone).
-#[inline(always)]
+#[cfg(zeropool_asan)]
 pub(crate) fn unpoison(ptr: NonNull<u8>, len: usize) {
-    #[cfg(zeropool_asan)]
     // SAFETY: as in `poison`.
-    unsafe {
-        asan::__asan_unpoison_memory_region(ptr.as_ptr().cast(), len)
-    };
-    let _ = (ptr, len);
+    unsafe { asan::__asan_unpoison_memory_region(ptr.as_ptr().cast(), len) };
 }
 
 #[cfg(zeropool_asan)]
