@@ -1,7 +1,9 @@
 /* Checks, in an optimized build, that memory is scrubbed when zeropool gives
- * it back to the system: this program defines munmap itself (the static
- * library's calls resolve to it), looks at the watched range at that moment,
- * then forwards to the real munmap. */
+ * it back to the system: this program defines munmap and madvise itself (the
+ * static library's calls resolve to them), looks at the watched range at
+ * that moment (the first call that covers it: zeropool gives pages back
+ * with madvise(MADV_DONTNEED) and unmaps only when a pool is gone), then
+ * forwards to the real function. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <string.h>
@@ -18,9 +20,7 @@ static void watch(const void *p, size_t n) {
   seen = dirty = 0;
 }
 
-int munmap(void *addr, size_t len) {
-  static int (*real)(void *, size_t);
-  if (!real) real = (int (*)(void *, size_t))dlsym(RTLD_NEXT, "munmap");
+static void look(void *addr, size_t len) {
   const unsigned char *a = (const unsigned char *)addr;
   if (watch_lo && a <= watch_lo && watch_hi <= a + len) {
     seen = 1;
@@ -31,7 +31,20 @@ int munmap(void *addr, size_t len) {
       }
     watch_lo = watch_hi = NULL;
   }
+}
+
+int munmap(void *addr, size_t len) {
+  static int (*real)(void *, size_t);
+  if (!real) real = (int (*)(void *, size_t))dlsym(RTLD_NEXT, "munmap");
+  look(addr, len);
   return real(addr, len);
+}
+
+int madvise(void *addr, size_t len, int advice) {
+  static int (*real)(void *, size_t, int);
+  if (!real) real = (int (*)(void *, size_t, int))dlsym(RTLD_NEXT, "madvise");
+  if (advice == MADV_DONTNEED) look(addr, len);
+  return real(addr, len, advice);
 }
 
 static zp_pool *pool_with(zp_zeroing zeroing, size_t budget) {

@@ -265,9 +265,10 @@ zp_status zp_last_error(void);
  * - ZP_ERR_FOREIGN_BUFFER: `buf` was not handed out by zeropool, or is an
  *   interior pointer of a buffer.
  * - ZP_ERR_WRONG_POOL: `buf` came from another pool (it stays yours).
- * - ZP_ERR_DOUBLE_PUT: `buf` was already returned.
+ * - ZP_ERR_DOUBLE_PUT: `buf` was already returned (also when two threads
+ *   return it at the same instant: exactly one of them gets ZP_OK).
  * - ZP_ERR_OVERFLOW: bytes right after the requested size were written;
- *   the buffer is scrubbed and released, never reused.
+ *   the buffer is scrubbed and its memory given back, never reused as it is.
  *
  * Each rejection leaves the pool intact and is counted in
  * `rejected_puts`. `pool` is never dereferenced here, so a buffer got

@@ -1,25 +1,22 @@
-//! The raw buffer memory and the guard handed to callers.
+//! The buffers handed to callers, and their memory as the pool moves it.
 //!
-//! A buffer is one private mapping, page aligned, so the low 12 bits of its
-//! address are free: they carry the buffer's tag (log2 of a pooled
-//! capacity, PINNED, DIRTY). A pooled buffer ([`RawBuf`]) is therefore one
-//! word, and the guard three. That matters on the fast path: values wider
-//! than two words are returned through the stack and copied in pieces that
-//! defeat store-to-load forwarding, which cost 10+ ns per get+put on the
-//! machines we measured.
+//! A buffer's memory is a slot of its pool's [`Region`](crate::region):
+//! page aligned, so the low 12 bits of its address are free and carry the
+//! buffer's tag (log2 of a pooled capacity, PINNED, DIRTY). A pooled buffer
+//! ([`RawBuf`]) is therefore one word, and the guard three. That matters on
+//! the fast path: values wider than two words are returned through the
+//! stack and copied in pieces that defeat store-to-load forwarding, which
+//! cost 10+ ns per get+put on the machines we measured.
 //!
 //! Invariants, relied on by the `unsafe` blocks below:
-//! - A [`RawBuf`]'s untagged address is the start of a live private mapping
-//!   of `1 << log2` bytes from [`os::map_zeroed`], owned by it alone.
-//! - A [`OneOff`] (unpooled: `log2 == 0` in its tag) owns a mapping of `cap`
-//!   bytes, where `cap == size_class::unpooled_capacity(len)` for the length
-//!   it was got with, so a guard can rebuild it from (tag, len).
+//! - A [`RawBuf`]'s untagged address is a slot of capacity `1 << log2` in
+//!   use by it alone; dropping it gives the slot back to its region.
+//! - A [`OneOff`] (unpooled: `log2 == 0` in its tag) owns an unpooled slot
+//!   of at least `cap` bytes, where `cap == size_class::unpooled_capacity(len)`
+//!   for the length it was got with, so a guard can rebuild it from (tag, len).
 //! - Without DIRTY, every byte is zero except those a caller was handed
 //!   and has not given back; with DIRTY, any byte may hold old data.
-//! - PINNED says the mapping is mlock'ed and must be unlocked on release.
-//! - TAIL says one more page is mapped after the capacity (pools used from
-//!   C keep their overflow canary there, so even a request of exactly a
-//!   class capacity has one).
+//! - PINNED says the slot is mlock'ed and must be unlocked on release.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -28,6 +25,7 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 use crate::os;
+use crate::region::{self, Region, Slot};
 use crate::size_class::unpooled_capacity;
 
 /// The system refused memory (the detail is added at the API).
@@ -37,9 +35,6 @@ pub(crate) struct OutOfMemory;
 const LOG2_MASK: usize = 0x3f;
 const PINNED: usize = 1 << 6;
 const DIRTY: usize = 1 << 7;
-const TAIL: usize = 1 << 8;
-/// Bytes of the overflow canary written after a C buffer's length.
-pub(crate) const CANARY_LEN: usize = 8;
 /// Tag bits: below any page size we support (4 KiB and up).
 pub(crate) const TAG_MASK: usize = 0xfff;
 
@@ -68,84 +63,53 @@ fn tag_of(tagged: NonNull<u8>) -> usize {
     tagged.as_ptr() as usize & TAG_MASK
 }
 
-/// Bytes mapped for a buffer of `cap` bytes with tag `tag`.
-#[inline]
-fn mapped_len(cap: usize, tag: usize) -> usize {
-    if tag & TAIL != 0 {
-        cap + os::page_size()
-    } else {
-        cap
-    }
-}
-
-/// How a new buffer is mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MapOptions {
-    /// mlock it and keep it out of core dumps.
-    pub(crate) pin: bool,
-    /// Map a tail page after the capacity, for the C canary.
-    pub(crate) tail: bool,
-}
-
-/// Maps `cap` zeroed bytes (plus the tail page if asked) and tags the
-/// address with `log2`, PINNED and TAIL.
-fn map(cap: usize, log2: usize, opts: MapOptions) -> Result<(NonNull<u8>, Pin), OutOfMemory> {
-    let tail = if opts.tail { TAIL } else { 0 };
-    let len = mapped_len(cap, tail);
-    let ptr = os::map_zeroed(len).ok_or(OutOfMemory)?;
-    debug_assert_eq!(tag_of(ptr), 0);
-    let mut outcome = Pin::No;
-    if opts.pin {
-        // SAFETY: `ptr`/`len` is the mapping just made.
-        outcome = if unsafe { os::pin(ptr, len) } { Pin::Locked } else { Pin::Refused };
-    }
-    let pinned = if outcome == Pin::Locked { PINNED } else { 0 };
+/// Tags a slot's address with `log2` and PINNED.
+fn tagged(slot: &Slot, log2: usize) -> NonNull<u8> {
+    debug_assert_eq!(tag_of(slot.ptr), 0);
+    let pinned = if slot.pin == Pin::Locked { PINNED } else { 0 };
     // A non-null address with bits or'ed in stays non-null.
-    Ok((ptr.map_addr(|a| a | (log2 | pinned | tail)), outcome))
+    slot.ptr.map_addr(|a| a | (log2 | pinned))
 }
 
-/// Scrubs what may hold data, unlocks and unmaps.
+/// Gives a slot back to its region (found from the address).
 ///
 /// # Safety
-/// `tagged` must own a live mapping for a buffer of `cap` bytes that
-/// nothing uses after.
-unsafe fn release(tagged: NonNull<u8>, cap: usize) {
+/// `tagged` must be a buffer's tagged slot, in use by the caller alone,
+/// and unused afterwards.
+unsafe fn release(tagged: NonNull<u8>) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
-    let cap = mapped_len(cap, tag);
-    // The address may be mapped again by anyone: no poison may outlive us.
-    #[cfg(zeropool_asan)]
-    os::unpoison(ptr, cap);
-    if tag & DIRTY != 0 {
-        // SAFETY: our live mapping of `cap` bytes (caller's promise).
-        unsafe { os::scrub_resident(ptr, cap) };
+    let (dirty, pinned) = (tag & DIRTY != 0, tag & PINNED != 0);
+    let Some((region, class, _)) = region::chunk::owner_of(ptr.as_ptr() as usize) else {
+        debug_assert!(false, "a buffer's slot is always published");
+        return;
+    };
+    // SAFETY: the caller's promise; the slot belongs to this region.
+    unsafe {
+        if tag & LOG2_MASK != 0 {
+            Region::release(region, class, ptr, dirty, pinned);
+        } else {
+            Region::release_one_off(region, ptr, dirty, pinned);
+        }
     }
-    if tag & PINNED != 0 {
-        // SAFETY: as above, and it was locked when mapped.
-        unsafe { os::unpin(ptr, cap) };
-    }
-    // SAFETY: as above; nothing uses it after.
-    unsafe { os::unmap(ptr, cap) };
 }
 
 /// A pooled buffer's memory, owned: one tagged word, capacity `1 << log2`.
-/// Dropping it scrubs what may hold data, unlocks and unmaps it.
+/// Dropping it scrubs what may hold data and gives the slot back.
 pub(crate) struct RawBuf {
     tagged: NonNull<u8>,
 }
 
-// SAFETY: a RawBuf owns its mapping exclusively (like a Box<[u8]>), so it can
+// SAFETY: a RawBuf owns its slot exclusively (like a Box<[u8]>), so it can
 // move to and be shared read-only between threads.
 unsafe impl Send for RawBuf {}
 // SAFETY: as above; `&RawBuf` only allows reads.
 unsafe impl Sync for RawBuf {}
 
 impl RawBuf {
-    /// Maps a zeroed buffer of `cap` bytes (a power of two of at least a
-    /// page), locking it when `pin` is set.
-    pub(crate) fn allocate(cap: usize, opts: MapOptions) -> Result<(RawBuf, Pin), OutOfMemory> {
+    /// Wraps a slot of capacity `cap` (a power of two of at least a page).
+    pub(crate) fn from_slot(slot: Slot, cap: usize) -> RawBuf {
         debug_assert!(cap.is_power_of_two() && cap > TAG_MASK);
-        let (tagged, pin) = map(cap, cap.trailing_zeros() as usize, opts)?;
-        Ok((RawBuf { tagged }, pin))
+        RawBuf { tagged: tagged(&slot, cap.trailing_zeros() as usize) }
     }
 
     /// The start of the memory (tag removed).
@@ -169,7 +133,7 @@ impl RawBuf {
     /// Zeroes the first `len` bytes, in a way the optimizer keeps.
     #[inline]
     pub(crate) fn scrub(&mut self, len: usize) {
-        // SAFETY: len is clamped to the capacity, inside our mapping.
+        // SAFETY: len is clamped to the capacity, inside our slot.
         unsafe { os::scrub(self.ptr(), len.min(self.capacity())) };
     }
 
@@ -186,7 +150,7 @@ impl RawBuf {
             self.tagged = self.tagged.map_addr(|a| a | DIRTY);
         }
         #[cfg(zeropool_asan)]
-        os::poison(self.ptr(), self.mapped_len());
+        os::poison(self.ptr(), self.capacity());
     }
 
     /// An idle buffer handed out again for `len` bytes: usable again, and
@@ -195,24 +159,18 @@ impl RawBuf {
     #[inline]
     pub(crate) fn reuse(&mut self, len: usize, zero: bool) {
         #[cfg(zeropool_asan)]
-        os::unpoison(self.ptr(), self.mapped_len());
+        os::unpoison(self.ptr(), self.capacity());
         if zero {
-            // SAFETY: len is clamped to the capacity, inside our mapping.
+            // SAFETY: len is clamped to the capacity, inside our slot.
             unsafe { std::ptr::write_bytes(self.ptr().as_ptr(), 0, len.min(self.capacity())) };
         }
-    }
-
-    /// The whole mapping: the capacity plus the canary's tail page, if any.
-    #[cfg(zeropool_asan)]
-    fn mapped_len(&self) -> usize {
-        mapped_len(self.capacity(), tag_of(self.tagged))
     }
 }
 
 impl Drop for RawBuf {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping of `capacity()` bytes; `self` goes away.
-        unsafe { release(self.tagged, self.capacity()) };
+        // SAFETY: we own the slot; `self` goes away.
+        unsafe { release(self.tagged) };
     }
 }
 
@@ -228,27 +186,32 @@ pub(crate) struct OneOff {
     cap: usize,
 }
 
-// SAFETY: owns its mapping exclusively, as RawBuf does.
+// SAFETY: owns its slot exclusively, as RawBuf does.
 unsafe impl Send for OneOff {}
 
 impl OneOff {
-    /// Maps `cap` zeroed bytes (`unpooled_capacity` of the request).
-    pub(crate) fn allocate(cap: usize, opts: MapOptions) -> Result<(OneOff, Pin), OutOfMemory> {
-        let (tagged, pin) = map(cap, 0, opts)?;
-        Ok((OneOff { tagged, cap }, pin))
+    /// Wraps an unpooled slot of at least `cap` bytes.
+    pub(crate) fn from_slot(slot: Slot, cap: usize) -> OneOff {
+        OneOff { tagged: tagged(&slot, 0), cap }
     }
 
     /// Zeroes the first `len` bytes, in a way the optimizer keeps.
     pub(crate) fn scrub(&mut self, len: usize) {
-        // SAFETY: len is clamped to cap, inside our mapping.
+        // SAFETY: len is clamped to cap, inside our slot.
         unsafe { os::scrub(untag(self.tagged), len.min(self.cap)) };
+    }
+
+    /// Zeroes the whole capacity (a reused slot handed out under `Always`).
+    pub(crate) fn zero(&mut self) {
+        // SAFETY: `cap` bytes are ours.
+        unsafe { std::ptr::write_bytes(untag(self.tagged).as_ptr(), 0, self.cap) };
     }
 }
 
 impl Drop for OneOff {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping of `cap` bytes; `self` goes away.
-        unsafe { release(self.tagged, self.cap) };
+        // SAFETY: we own the slot; `self` goes away.
+        unsafe { release(self.tagged) };
     }
 }
 
@@ -307,49 +270,20 @@ impl Buffer {
         Buffer { tagged, len, pool }
     }
 
-    /// The tag bits of the address (class, PINNED, DIRTY, TAIL).
+    /// The tag bits of the address (class, PINNED, DIRTY).
     pub(crate) fn tag(&self) -> usize {
         tag_of(self.tagged)
     }
 
-    /// Whether `CANARY_LEN` bytes after `len` are mapped (always, for
-    /// buffers with a tail page).
-    fn canary_fits(&self) -> bool {
-        self.len + CANARY_LEN <= mapped_len(self.capacity(), self.tag())
-    }
-
-    /// Writes `value` right after the length, if it fits.
-    pub(crate) fn write_canary(&mut self, value: u64) {
-        if self.canary_fits() {
-            // SAFETY: len + 8 bytes are inside our mapping (checked above).
-            unsafe { self.ptr().add(self.len).cast::<u64>().write_unaligned(value) };
-        }
-    }
-
-    /// Whether the canary after the length still reads `value` (true when
-    /// there is no room for one).
-    pub(crate) fn canary_intact(&self, value: u64) -> bool {
-        // SAFETY: as in `write_canary`.
-        !self.canary_fits() || unsafe { self.ptr().add(self.len).cast::<u64>().read_unaligned() } == value
-    }
-
-    /// Zeroes the canary, so the idle buffer is all zero again.
-    pub(crate) fn clear_canary(&mut self) {
-        if self.canary_fits() {
-            // SAFETY: as in `write_canary`.
-            unsafe { os::scrub(NonNull::new_unchecked(self.ptr().add(self.len)), CANARY_LEN) };
-        }
-    }
-
-    /// Scrubs and releases the memory to the system without returning it
-    /// to its pool (a buffer that failed validation is never reused).
+    /// Gives the memory back to the system without returning it to its
+    /// pool (a buffer that failed validation is never reused as it is):
+    /// every byte that may hold data is scrubbed, the pages are dropped.
     pub(crate) fn discard(self) {
-        let cap = self.capacity();
         let (tagged, _, _) = self.into_raw_parts();
         let tagged = tagged.map_addr(|a| a | DIRTY);
-        // SAFETY: the guard owned this mapping and is gone; DIRTY makes the
+        // SAFETY: the guard owned this slot and is gone; DIRTY makes the
         // release scrub every resident page first.
-        unsafe { release(tagged, cap) };
+        unsafe { release(tagged) };
     }
 
     /// Length in bytes: what was asked for.

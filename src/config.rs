@@ -1,7 +1,6 @@
 //! Configuration: the builder, auto-configuration from the CPU count, and
 //! validation. Invalid settings are errors, never silently clamped.
 
-use crate::buffer::MapOptions;
 use crate::error::Error;
 use crate::pool::BufferPool;
 use crate::size_class::SizeClasses;
@@ -115,11 +114,6 @@ pub(crate) struct Config {
     pub(crate) canary: bool,
 }
 
-impl Config {
-    pub(crate) fn map_options(&self) -> MapOptions {
-        MapOptions { pin: self.pinned, tail: self.canary }
-    }
-}
 
 /// Builds a [`BufferPool`]; every setting left alone comes from
 /// [`AutoConfig::detect`] or the documented default.

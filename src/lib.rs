@@ -42,6 +42,7 @@ mod fork;
 mod os;
 mod padded;
 mod pool;
+mod region;
 mod shard;
 mod shared;
 mod size_class;

@@ -74,6 +74,131 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     }
 }
 
+/// Reserves `len` bytes of address space aligned to `align` (a power of
+/// two, at least a page), inaccessible until [`commit`]ted. A reservation
+/// costs no memory and, under strict overcommit, no commit charge; only
+/// `RLIMIT_AS` counts it.
+pub(crate) fn reserve(len: usize, align: usize) -> Option<NonNull<u8>> {
+    debug_assert!(len > 0 && len % page_size() == 0 && align.is_power_of_two() && align >= page_size());
+    #[cfg(not(miri))]
+    {
+        let over = len.checked_add(align)?;
+        // SAFETY: an anonymous private mapping with no address hint touches
+        // no existing memory; failure is reported as MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                over,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let start = p as usize;
+        let aligned = (start + align - 1) & !(align - 1);
+        let head = aligned - start;
+        let tail = over - head - len;
+        // SAFETY: both trims lie inside the mapping just made and leave the
+        // aligned `len` bytes in the middle alone.
+        unsafe {
+            if head > 0 {
+                libc::munmap(p, head);
+            }
+            if tail > 0 {
+                libc::munmap(p.cast::<u8>().add(head + len).cast(), tail);
+            }
+            NonNull::new(p.cast::<u8>().add(head))
+        }
+    }
+    #[cfg(miri)]
+    {
+        let layout = std::alloc::Layout::from_size_align(len, align).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
+    }
+}
+
+/// Returns a whole reservation from [`reserve`] to the system.
+///
+/// # Safety
+/// `ptr`, `len` and `align` must be exactly those of a live reservation,
+/// and nothing may use that memory afterwards.
+pub(crate) unsafe fn unreserve(ptr: NonNull<u8>, len: usize, align: usize) {
+    #[cfg(not(miri))]
+    {
+        let _ = align;
+        // SAFETY: guaranteed by the caller.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    }
+    #[cfg(miri)]
+    {
+        let layout = std::alloc::Layout::from_size_align(len, align).unwrap();
+        // SAFETY: guaranteed by the caller; `reserve` used this layout.
+        unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+    }
+}
+
+/// Makes `len` bytes of a reservation readable and writable (zero until
+/// written). False when the system refuses (out of memory, strict
+/// overcommit, `RLIMIT_AS`).
+///
+/// # Safety
+/// The range must lie inside a live reservation of ours.
+pub(crate) unsafe fn commit(ptr: NonNull<u8>, len: usize) -> bool {
+    #[cfg(not(miri))]
+    {
+        // SAFETY: the range is ours (caller's promise); mprotect changes
+        // only its access rights.
+        unsafe { libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+    }
+    #[cfg(miri)]
+    {
+        let _ = (ptr, len);
+        true
+    }
+}
+
+/// Gives the pages of a committed range back to the system: they stay
+/// mapped, and read as zero from now on (a stale pointer reads zeros,
+/// never another mapping). False when the system refused (e.g. the pages
+/// are locked): the caller must then zero them itself.
+///
+/// # Safety
+/// The range must be committed memory of ours that no live buffer uses.
+pub(crate) unsafe fn decommit(ptr: NonNull<u8>, len: usize) -> bool {
+    #[cfg(not(miri))]
+    {
+        // SAFETY: the range is ours and unused (caller's promise).
+        unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) == 0 }
+    }
+    #[cfg(miri)]
+    {
+        // SAFETY: as above; Miri has no madvise, so zero it by hand.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+        true
+    }
+}
+
+/// Decommits a range and makes it inaccessible again, keeping the address
+/// space reserved (a stale access faults instead of reaching another
+/// mapping). Used for unpooled buffers kept for reuse.
+///
+/// # Safety
+/// As [`decommit`].
+pub(crate) unsafe fn retire_range(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: as the caller promises.
+    unsafe { decommit(ptr, len) };
+    #[cfg(not(miri))]
+    // SAFETY: as above; only the access rights change.
+    unsafe {
+        libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_NONE);
+    }
+}
+
 /// Locks the pages in memory and keeps them out of core dumps.
 /// Returns false when the system refused the lock (RLIMIT_MEMLOCK, EPERM);
 /// the memory is still usable, just not pinned.

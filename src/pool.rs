@@ -167,6 +167,12 @@ impl BufferPool {
         self.shared.cfg.max_pooled_bytes
     }
 
+    /// Sets the token the memory layer reports as this pool's buffers'
+    /// owner (the C layer's handle address). Before any buffer is got.
+    pub(crate) fn set_owner_token(&self, token: usize) {
+        self.shared.region.set_owner(token);
+    }
+
     /// The unique id of this pool (shared by its clones).
     pub fn id(&self) -> u64 {
         self.shared.id

@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
+use crate::region::{Region, RegionHandle};
 use crate::config::{Config, EvictionPolicy, Zeroing};
 use crate::eviction::Evict;
 use crate::fork::ForkLock;
@@ -39,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) handles: AtomicUsize,
     pub(crate) counters: SharedCounters,
     pub(crate) registry: CounterRegistry,
+    /// The pool's memory. Last, so that the idle buffers in the shards are
+    /// given back before the region is closed.
+    pub(crate) region: RegionHandle,
 }
 
 impl Shared {
@@ -46,7 +50,10 @@ impl Shared {
         let shards = (0..cfg.num_shards)
             .map(|_| Shard::new(cfg.policy, cfg.classes.count(), cfg.max_buffers_per_shard))
             .collect();
+        let caps = (0..cfg.classes.count()).map(|k| cfg.classes.capacity(k));
+        let region = Region::create(id, caps, cfg.canary, cfg.pinned);
         Shared {
+            region,
             id,
             cfg,
             state: CachePadded(AtomicU64::new(0)),
@@ -194,9 +201,16 @@ impl Shared {
         }
     }
 
-    /// A new pooled buffer of `cap` bytes from the system.
-    pub(crate) fn allocate(&self, cap: usize) -> Result<RawBuf, OutOfMemory> {
-        let (raw, pin) = RawBuf::allocate(cap, self.cfg.map_options())?;
+    /// A buffer of `class` from the memory layer, for `len` bytes.
+    pub(crate) fn allocate(&self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
+        let cap = self.cfg.classes.capacity(class);
+        let slot = self.region.alloc(class)?;
+        let (pin, recycled) = (slot.pin, slot.recycled);
+        let mut raw = RawBuf::from_slot(slot, cap);
+        if recycled {
+            // Zero pages, unless a stale pointer wrote since: `Always` checks.
+            self.reuse(&mut raw, len);
+        }
         self.count_allocation(cap, pin);
         Ok(raw)
     }
@@ -211,7 +225,17 @@ impl Shared {
 
     /// A one-off buffer of `cap` bytes, above the largest class.
     pub(crate) fn get_one_off(&self, cap: usize) -> Result<OneOff, OutOfMemory> {
-        let (one, pin) = OneOff::allocate(cap, self.cfg.map_options())?;
+        let slot = self.region.alloc_one_off(cap)?;
+        let pin = slot.pin;
+        if slot.recycled && self.cfg.zeroing == Zeroing::Always {
+            // Zero pages, unless a stale pointer wrote since.
+            let mut one = OneOff::from_slot(slot, cap);
+            one.zero();
+            self.count_allocation(cap, pin);
+            SharedCounters::bump(&self.counters.gets, 1);
+            return Ok(one);
+        }
+        let one = OneOff::from_slot(slot, cap);
         self.count_allocation(cap, pin);
         SharedCounters::bump(&self.counters.gets, 1);
         Ok(one)
@@ -239,7 +263,7 @@ impl Shared {
             self.reuse(&mut raw, len);
             raw
         } else {
-            self.allocate(self.cfg.classes.capacity(class))?
+            self.allocate(class, len)?
         };
         SharedCounters::bump(&self.counters.gets, 1);
         Ok(raw)
@@ -309,10 +333,12 @@ impl Shared {
     }
 
     /// Every lock of this pool, in the order they are taken together
-    /// (shards by index, then the counter registry; as `stats` does).
+    /// (shards by index, then the counter registry, as `stats` does; then
+    /// the region's, which are never held while taking another).
     pub(crate) fn locks(&self) -> Vec<&dyn ForkLock> {
         let mut locks: Vec<&dyn ForkLock> = self.shards.iter().map(|s| s.mutex() as &dyn ForkLock).collect();
         locks.push(self.registry.mutex());
+        locks.extend(self.region.locks());
         locks
     }
 

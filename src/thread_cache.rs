@@ -156,7 +156,7 @@ impl ThreadCache {
             self.shared.reuse(&mut raw, len);
             raw
         } else {
-            self.shared.allocate(cap)?
+            self.shared.allocate(class, len)?
         };
         // Keep credit for this buffer's return only if the cache may hold it.
         self.settle(if self.limit > 0 { cap } else { 0 });

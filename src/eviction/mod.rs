@@ -130,12 +130,16 @@ impl IdleSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{MapOptions, RawBuf};
+    use crate::buffer::RawBuf;
+    use crate::region::Region;
 
     const PAGE: usize = 4096;
 
+    /// A buffer of `class` from a region of its own (closed at once: it
+    /// goes away with the buffer).
     fn buf(class: usize) -> RawBuf {
-        RawBuf::allocate(PAGE << class, MapOptions { pin: false, tail: false }).unwrap().0
+        let region = Region::create(0, (0..=class).map(|k| PAGE << k), false, false);
+        RawBuf::from_slot(region.alloc(class).unwrap(), PAGE << class)
     }
 
     fn victim_class(set: &mut IdleSet, incoming: Option<usize>) -> Option<usize> {

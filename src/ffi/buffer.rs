@@ -1,37 +1,26 @@
 //! `zp_get` and `zp_put`: buffers through the C ABI.
 //!
 //! A C buffer is a pool buffer whose guard was turned into a bare pointer.
-//! `zp_get` writes an 8-byte canary right after the requested length (in
-//! the tail page every C pool's buffers carry) and records the buffer in
-//! the registry; `zp_put` validates the pointer against the registry, then
-//! checks the canary, and only then rebuilds the guard and returns it.
+//! `zp_get` copies the slot's random canary right after the requested
+//! length (every C pool's slots have a tail page, so even a request of a
+//! full class has room) and records the length in the slot's state word;
+//! `zp_put` validates the pointer against the slot metadata (arithmetic
+//! and two table loads, never a dereference of the pointer), takes the
+//! buffer back with one compare-and-swap, and only then checks the canary
+//! and rebuilds the guard.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
-use std::sync::OnceLock;
 
 use super::boundary::{boundary, handle, last_error, set_last_error};
 use super::pool::{count_rejected, zp_pool};
-use super::registry;
 use super::status::zp_status::{self, *};
 use crate::buffer::Buffer;
+use crate::region::chunk::{Refused, SlotRef};
 
-/// The canary for the buffer at `addr`: a per-process secret mixed with
-/// the address, so it can neither be guessed nor copied between buffers.
-/// Every byte must depend on the address: buffers are page aligned, so a
-/// plain multiply leaves the low 12 bits, and with them the first byte an
-/// off-by-one overwrites, the same for every buffer of the process (an
-/// overflow writing that byte's value then went unseen everywhere).
-fn canary(addr: usize) -> u64 {
-    static SECRET: OnceLock<u64> = OnceLock::new();
-    let secret = *SECRET.get_or_init(crate::os::random_u64);
-    // splitmix64's finalizer: each output bit depends on every input bit.
-    let mut x = secret ^ addr as u64;
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+/// Bytes of the overflow canary written after a C buffer's length.
+const CANARY_LEN: usize = 8;
 
 /// A buffer of at least `size` bytes (exactly `size` usable; the capacity
 /// may be larger), page aligned. With the default zeroing every byte is
@@ -49,8 +38,8 @@ pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
             return ptr::null_mut();
         };
         match handle.pool.get_fast(size) {
-            Some(buf) => hand_out(pool, buf),
-            None => get_slow(pool, handle, size),
+            Some(buf) => hand_out(buf),
+            None => get_slow(handle, size),
         }
     }));
     got.unwrap_or_else(|_| {
@@ -61,9 +50,9 @@ pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
 
 #[cold]
 #[inline(never)]
-fn get_slow(pool: *mut zp_pool, handle: &zp_pool, size: usize) -> *mut c_void {
+fn get_slow(handle: &zp_pool, size: usize) -> *mut c_void {
     match handle.pool.try_get(size) {
-        Ok(buf) => hand_out(pool, buf),
+        Ok(buf) => hand_out(buf),
         Err(e) => {
             set_last_error(zp_status::from(&e));
             ptr::null_mut()
@@ -71,14 +60,23 @@ fn get_slow(pool: *mut zp_pool, handle: &zp_pool, size: usize) -> *mut c_void {
     }
 }
 
-/// Arms the canary, records the buffer and gives up the guard.
+/// Arms the canary, marks the slot handed out and gives up the guard.
 #[inline(always)]
-fn hand_out(pool: *mut zp_pool, mut buf: Buffer) -> *mut c_void {
+fn hand_out(mut buf: Buffer) -> *mut c_void {
     let addr = buf.as_mut_ptr();
-    buf.write_canary(canary(addr as usize));
     let tag = buf.tag();
-    let (_, len, id) = buf.into_raw_parts();
-    registry::record_out(addr as usize, pool as usize, id, len, tag);
+    let Some(slot) = SlotRef::find(addr as usize) else {
+        // Every buffer is a published slot; keep the guard (it goes back).
+        set_last_error(ZP_ERR_INTERNAL);
+        return ptr::null_mut();
+    };
+    let (_, len, _) = buf.into_raw_parts();
+    if len + CANARY_LEN <= slot.stride() {
+        // SAFETY: the slot's stride is committed memory of this buffer
+        // (capacity plus tail page), and len + 8 fits in it.
+        unsafe { addr.add(len).cast::<u64>().write_unaligned(slot.canary()) };
+    }
+    slot.hand_out(len, tag);
     addr.cast()
 }
 
@@ -94,9 +92,10 @@ pub extern "C" fn zp_last_error() -> zp_status {
 /// - ZP_ERR_FOREIGN_BUFFER: `buf` was not handed out by zeropool, or is an
 ///   interior pointer of a buffer.
 /// - ZP_ERR_WRONG_POOL: `buf` came from another pool (it stays yours).
-/// - ZP_ERR_DOUBLE_PUT: `buf` was already returned.
+/// - ZP_ERR_DOUBLE_PUT: `buf` was already returned (also when two threads
+///   return it at the same instant: exactly one of them gets ZP_OK).
 /// - ZP_ERR_OVERFLOW: bytes right after the requested size were written;
-///   the buffer is scrubbed and released, never reused.
+///   the buffer is scrubbed and its memory given back, never reused as it is.
 ///
 /// Each rejection leaves the pool intact and is counted in
 /// `rejected_puts`. `pool` is never dereferenced here, so a buffer got
@@ -110,48 +109,49 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
         if pool.is_null() {
             return ZP_ERR_NULL_POINTER;
         }
-        let addr = buf as usize;
-        let claimed = match registry::claim(addr, pool as usize) {
-            Ok(c) => c,
-            Err(status) => {
-                count_rejected(pool);
-                return status;
-            }
-        };
-        let tagged = start.map_addr(|a| a | claimed.tag);
-        // SAFETY: the registry recorded these parts when zp_get turned the
-        // guard into this pointer, and `claim` just moved the entry from OUT
-        // to IDLE, so no other guard for the buffer exists.
-        let mut guard = unsafe { Buffer::from_raw_parts(tagged, claimed.len, claimed.id) };
-        if !guard.canary_intact(canary(addr)) {
-            registry::forget(addr);
-            guard.discard();
-            crate::pool::count_rejected(claimed.id, true);
-            return ZP_ERR_OVERFLOW;
+        let status = put(pool, start);
+        if status != ZP_OK && status != ZP_ERR_OVERFLOW {
+            count_rejected(pool);
         }
-        guard.clear_canary();
-        drop(guard); // back to its pool (or released, if the pool is gone)
-        ZP_OK
+        status
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::canary;
-
-    /// Regression: the canary's first byte was the same for every
-    /// page-aligned buffer, so a one-byte overflow of that value was missed
-    /// in every buffer of 1 process in 256 (seen as a flaky misuse test).
-    #[test]
-    fn every_canary_byte_varies_between_buffers() {
-        let addrs: Vec<usize> = (1..=512).map(|i| 0x7f00_0000_0000 + i * 4096 * 3).collect();
-        for byte in 0..8 {
-            let mut seen = [false; 256];
-            for &a in &addrs {
-                seen[(canary(a) >> (8 * byte)) as u8 as usize] = true;
-            }
-            let distinct = seen.iter().filter(|&&s| s).count();
-            assert!(distinct > 128, "byte {byte} of the canary takes only {distinct} values");
-        }
+#[inline(always)]
+fn put(pool: *mut zp_pool, start: NonNull<u8>) -> zp_status {
+    let addr = start.as_ptr() as usize;
+    let Some(slot) = SlotRef::find(addr) else {
+        return ZP_ERR_FOREIGN_BUFFER;
+    };
+    if slot.owner() != pool as usize {
+        return ZP_ERR_WRONG_POOL;
     }
+    let word = match slot.claim() {
+        Ok(word) => word,
+        Err(Refused::Returned) => return ZP_ERR_DOUBLE_PUT,
+        Err(Refused::Foreign) => return ZP_ERR_FOREIGN_BUFFER,
+    };
+    // From here on this call alone holds the buffer (the claim's winner).
+    let len = word.len();
+    let fits = len + CANARY_LEN <= slot.stride();
+    // SAFETY: as in `hand_out`: the canary lies in the slot's committed
+    // memory, which we now hold.
+    let canary_at = unsafe { start.add(len) };
+    // SAFETY: as above.
+    let intact = !fits || unsafe { canary_at.cast::<u64>().read_unaligned() } == slot.canary();
+    // SAFETY: the claim moved the slot from OUT to IDLE, so no other guard
+    // for it exists; tag and length are those zp_get recorded.
+    let guard = unsafe { Buffer::from_raw_parts(start.map_addr(|a| a | word.tag()), len, slot.pool_id()) };
+    if !intact {
+        let id = slot.pool_id();
+        guard.discard();
+        crate::pool::count_rejected(id, true);
+        return ZP_ERR_OVERFLOW;
+    }
+    if fits {
+        // SAFETY: as above; the idle buffer is all zero again.
+        unsafe { canary_at.cast::<u64>().write_unaligned(0) };
+    }
+    drop(guard); // back to its pool (or released, if the pool is gone)
+    ZP_OK
 }

@@ -7,8 +7,8 @@
 //!
 //! One module per concept: `status` (codes and strings), `boundary` (panic
 //! boundary, handle casts, per-thread last error), `config` and `pool`
-//! (handles), `buffer` (`zp_get`/`zp_put`), `registry` (which addresses are
-//! live C buffers, so `zp_put` can validate before it trusts).
+//! (handles), `buffer` (`zp_get`/`zp_put`, validated against the memory
+//! layer's slot metadata before anything is trusted).
 #![allow(unsafe_code)] // `#[no_mangle]` and caller-provided pointers
 #![allow(non_camel_case_types)] // C names
 // The entry points take raw pointers from C: their contract is in the
@@ -19,7 +19,6 @@ mod boundary;
 mod buffer;
 mod config;
 mod pool;
-mod registry;
 mod status;
 
 pub use buffer::{zp_get, zp_last_error, zp_put};

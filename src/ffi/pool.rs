@@ -41,6 +41,9 @@ fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
     let pool = builder.with_canary().build().map_err(|e| zp_status::from(&e))?;
     let id = pool.id();
     let raw = Box::into_raw(try_box(zp_pool { pool }).ok_or(ZP_ERR_OUT_OF_MEMORY)?);
+    // `zp_put` tells this pool's buffers by the handle's address.
+    // SAFETY: just made, not yet shared.
+    unsafe { &*raw }.pool.set_owner_token(raw as usize);
     HANDLES.lock().insert(raw as usize, id);
     Ok(raw)
 }

@@ -1,0 +1,508 @@
+//! The memory layer: every byte a pool hands out lives in a slot of a chunk
+//! that this module reserved. It is the only place that maps memory for
+//! buffers.
+//!
+//! - **Reserved per size class.** A class's slots are carved from chunks:
+//!   2 MiB-aligned reservations (no access, no commit charge) that are
+//!   committed a batch of slots at a time as the class grows, and grow in
+//!   size geometrically, so reservations follow use. No `mmap` or `munmap`
+//!   per buffer.
+//! - **Nothing is unmapped while the pool lives.** A released slot is
+//!   given back with `madvise(MADV_DONTNEED)` and kept for reuse: a stale
+//!   or racing pointer reads zero pages, never another mapping. Chunks are
+//!   unmapped only when the pool is gone and its last buffer is back.
+//! - **Metadata out of band** ([`chunk`]), found from a pointer through the
+//!   lock-free [`radix`] table.
+//!
+//! Lifetime: a [`Region`] belongs to one pool. `life` counts the slots in
+//! use (idle in the pool or handed out) and a CLOSED bit set when the pool
+//! goes away; whoever brings it to "closed, none in use" frees the region,
+//! exactly once. That count changes only when a slot is carved, recycled or
+//! released (slow paths), never on a cached get or put.
+//!
+//! Invariants (checked with `debug_assert!`):
+//! - A slot is in exactly one place: a class's `free` list, or in use
+//!   (counted in `life`).
+//! - `free` has room reserved for every slot of every chunk, so releasing a
+//!   slot never allocates.
+//! - A chunk's committed bytes cover every carved slot (plus its tail).
+#![allow(unsafe_code)]
+
+pub(crate) mod chunk;
+pub(crate) mod radix;
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::buffer::{OutOfMemory, Pin};
+use crate::fork::ForkLock;
+use crate::os;
+use chunk::{ChunkInit, ChunkMeta};
+use radix::GRANULE;
+
+const CLOSED: usize = 1;
+const ONE: usize = 2;
+/// Slots are committed at least this many bytes at a time.
+const COMMIT_BATCH: usize = 256 << 10;
+/// Chunks stop doubling at this many bytes of slots.
+const MAX_CHUNK: usize = 1 << 30;
+
+/// A slot handed to the layer above.
+pub(crate) struct Slot {
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) pin: Pin,
+    /// Used before: its pages were given back and read as zero, unless a
+    /// stale pointer wrote to them since.
+    pub(crate) recycled: bool,
+}
+
+struct Chunk {
+    meta: NonNull<ChunkMeta>,
+    meta_len: usize,
+    base: NonNull<u8>,
+    /// Reserved bytes (a multiple of the granule).
+    reserved: usize,
+    nslots: usize,
+    carved: usize,
+    committed: usize,
+}
+
+struct ClassState {
+    chunks: Vec<Chunk>,
+    /// Released slots, ready for reuse (their pages read as zero unless a
+    /// stale pointer wrote to them since).
+    free: Vec<NonNull<u8>>,
+    next_slots: usize,
+}
+
+struct ClassRegion {
+    cap: usize,
+    stride: usize,
+    state: Mutex<ClassState>,
+}
+
+/// An unpooled buffer's reservation, kept (inaccessible) for reuse.
+struct Retained {
+    chunk: Chunk,
+}
+
+/// The memory of one pool.
+pub(crate) struct Region {
+    life: AtomicUsize,
+    owner: AtomicUsize,
+    pool_id: u64,
+    /// Bytes after each slot's capacity (a page when buffers carry a C
+    /// canary, so a request of a full class still has room for it).
+    tail: usize,
+    pin: bool,
+    classes: Box<[ClassRegion]>,
+    one_offs: Mutex<OneOffs>,
+}
+
+/// Unpooled buffers' reservations kept for reuse, and how many are out (the
+/// list has room for all of them, so taking one back never allocates).
+#[derive(Default)]
+struct OneOffs {
+    kept: Vec<Retained>,
+    out: usize,
+}
+
+// SAFETY: the raw pointers inside are to memory this region owns; all
+// shared mutation goes through atomics and mutexes.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+/// The pool's owning handle on its region: dropping it closes the region,
+/// which is freed once its last slot is back.
+pub(crate) struct RegionHandle(NonNull<Region>);
+
+// SAFETY: the region is Sync and outlives the handle.
+unsafe impl Send for RegionHandle {}
+// SAFETY: as above.
+unsafe impl Sync for RegionHandle {}
+
+impl std::ops::Deref for RegionHandle {
+    type Target = Region;
+    fn deref(&self) -> &Region {
+        // SAFETY: the region is not freed before it is closed, and the
+        // handle closes it only when dropped.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for RegionHandle {
+    fn drop(&mut self) {
+        // SAFETY: the region is live until this close (see Deref).
+        unsafe { Region::close(self.0) };
+    }
+}
+
+impl Region {
+    /// A region for classes of capacities `caps` (powers of two).
+    pub(crate) fn create(pool_id: u64, caps: impl Iterator<Item = usize>, tail: bool, pin: bool) -> RegionHandle {
+        let tail = if tail { os::page_size() } else { 0 };
+        let classes = caps
+            .map(|cap| {
+                debug_assert!(cap.is_power_of_two() && cap >= os::page_size());
+                let stride = cap + tail;
+                ClassRegion {
+                    cap,
+                    stride,
+                    state: Mutex::new(ClassState {
+                        chunks: Vec::new(),
+                        free: Vec::new(),
+                        next_slots: (GRANULE / stride).max(1),
+                    }),
+                }
+            })
+            .collect();
+        let region = Box::new(Region {
+            life: AtomicUsize::new(0),
+            owner: AtomicUsize::new(0),
+            pool_id,
+            tail,
+            pin,
+            classes,
+            one_offs: Mutex::new(OneOffs::default()),
+        });
+        RegionHandle(NonNull::from(Box::leak(region)))
+    }
+
+    /// Sets the token that `SlotRef::owner` reports for this region's
+    /// slots (the C layer uses its handle's address). Before any slot.
+    pub(crate) fn set_owner(&self, token: usize) {
+        debug_assert!(self.classes.iter().all(|c| c.state.lock().chunks.is_empty()));
+        self.owner.store(token, Ordering::Relaxed);
+    }
+
+    /// A slot of class `class`: a released one if there is one (zeroed
+    /// again by the system), else a new one. Counts it in use.
+    pub(crate) fn alloc(&self, class: usize) -> Result<Slot, OutOfMemory> {
+        let c = &self.classes[class];
+        let (ptr, recycled) = {
+            let mut st = c.state.lock();
+            match st.free.pop() {
+                Some(p) => (p, true),
+                None => (self.carve(c, class, &mut st)?, false),
+            }
+        };
+        self.life.fetch_add(ONE, Ordering::Relaxed);
+        Ok(Slot { ptr, pin: self.pin_slot(ptr, c.cap), recycled })
+    }
+
+    fn pin_slot(&self, ptr: NonNull<u8>, cap: usize) -> Pin {
+        if !self.pin {
+            return Pin::No;
+        }
+        // SAFETY: a committed slot of ours of at least `cap` bytes.
+        if unsafe { os::pin(ptr, cap) } {
+            Pin::Locked
+        } else {
+            Pin::Refused
+        }
+    }
+
+    /// A new slot from the last chunk, or from a new chunk.
+    fn carve(&self, c: &ClassRegion, class: usize, st: &mut ClassState) -> Result<NonNull<u8>, OutOfMemory> {
+        if st.chunks.last().is_none_or(|ch| ch.carved == ch.nslots) {
+            let want = st.next_slots;
+            let chunk = self.new_chunk(c, class, want, st)?;
+            st.next_slots = (chunk.nslots * 2).min((MAX_CHUNK / c.stride).max(1));
+            st.chunks.push(chunk);
+        }
+        let ch = st.chunks.last_mut().expect("a chunk with room");
+        let end = (ch.carved + 1) * c.stride;
+        if end > ch.committed {
+            let span = ch.nslots * c.stride;
+            let batch = (end - ch.committed).max(COMMIT_BATCH).min(span - ch.committed);
+            // SAFETY: inside the chunk's reservation.
+            let at = unsafe { ch.base.add(ch.committed) };
+            // SAFETY: as above.
+            if unsafe { os::commit(at, batch) } {
+                ch.committed += batch;
+            } else if unsafe { os::commit(at, end - ch.committed) } {
+                // SAFETY (above): as above, a smaller range.
+                ch.committed = end;
+            } else {
+                return Err(OutOfMemory);
+            }
+        }
+        // SAFETY: slot `carved` lies inside the committed part.
+        let p = unsafe { ch.base.add(ch.carved * c.stride) };
+        ch.carved += 1;
+        debug_assert!(ch.committed >= ch.carved * c.stride);
+        Ok(p)
+    }
+
+    /// Reserves a chunk of about `want` slots (fewer if the system refuses
+    /// that much), with its metadata, published in the radix table.
+    fn new_chunk(&self, c: &ClassRegion, class: usize, want: usize, st: &mut ClassState) -> Result<Chunk, OutOfMemory> {
+        let mut nslots = want.max(1);
+        loop {
+            let attempt = self.reserve_chunk(c.stride, nslots, class);
+            match attempt {
+                Some(chunk) => {
+                    // So that releasing never allocates: room for every slot
+                    // of every chunk (the free list's length is no guide).
+                    let slots: usize = st.chunks.iter().map(|ch| ch.nslots).sum::<usize>() + chunk.nslots;
+                    let more = slots - st.free.len();
+                    if st.free.try_reserve(more).is_err() || st.chunks.try_reserve(1).is_err() {
+                        // SAFETY: just made, never handed out.
+                        unsafe { destroy_chunk(&chunk) };
+                        return Err(OutOfMemory);
+                    }
+                    return Ok(chunk);
+                }
+                None if nslots > 1 => nslots = 1,
+                None => return Err(OutOfMemory),
+            }
+        }
+    }
+
+    fn reserve_chunk(&self, stride: usize, nslots: usize, class: usize) -> Option<Chunk> {
+        let reserved = nslots.checked_mul(stride)?.checked_next_multiple_of(GRANULE)?;
+        let nslots = reserved / stride; // fill the granules
+        let base = os::reserve(reserved, GRANULE)?;
+        let meta_len = chunk::meta_len(nslots).next_multiple_of(os::page_size());
+        let Some(meta) = os::map_zeroed(meta_len) else {
+            // SAFETY: just reserved, unused.
+            unsafe { os::unreserve(base, reserved, GRANULE) };
+            return None;
+        };
+        let meta = meta.cast::<ChunkMeta>();
+        let init = ChunkInit {
+            base: base.as_ptr() as usize,
+            nslots,
+            stride,
+            owner: self.owner.load(Ordering::Relaxed),
+            region: self as *const Region as *mut Region,
+            pool_id: self.pool_id,
+            class,
+        };
+        // SAFETY: a fresh zeroed mapping of meta_len bytes, unpublished.
+        unsafe { chunk::init(meta, &init) };
+        if !radix::publish(init.base, reserved, meta) {
+            // SAFETY: never published; both mappings are ours.
+            unsafe {
+                os::unmap(meta.cast(), meta_len);
+                os::unreserve(base, reserved, GRANULE);
+            }
+            return None;
+        }
+        Some(Chunk { meta, meta_len, base, reserved, nslots, carved: 0, committed: 0 })
+    }
+
+    /// Takes back a slot of class `class` that is no longer used: scrubs
+    /// what may hold data (`dirty`: any byte; else the caller scrubbed),
+    /// unlocks it, gives its pages back, and keeps it for reuse.
+    ///
+    /// # Safety
+    /// `ptr` must be a slot of this region's class `class`, in use, and
+    /// nothing may use its memory afterwards. The region may be freed by
+    /// this call.
+    pub(crate) unsafe fn release(this: NonNull<Region>, class: usize, ptr: NonNull<u8>, dirty: bool, pinned: bool) {
+        // SAFETY: a slot in use keeps the region alive.
+        let r = unsafe { this.as_ref() };
+        let c = &r.classes[class];
+        // SAFETY: the caller gives up the slot; it is ours to clear.
+        unsafe { clear_pages(ptr, c.cap, c.stride, dirty, pinned) };
+        {
+            let mut st = c.state.lock();
+            debug_assert!(st.free.len() < st.free.capacity(), "room for every slot was reserved");
+            st.free.push(ptr);
+        }
+        // SAFETY: the slot was in use, counted in `life`.
+        unsafe { Region::put_life(this) };
+    }
+
+    /// An unpooled buffer of `cap` bytes (whole pages), with its own chunk:
+    /// a kept one that fits, else a new reservation.
+    pub(crate) fn alloc_one_off(&self, cap: usize) -> Result<Slot, OutOfMemory> {
+        let stride = cap.checked_add(self.tail).ok_or(OutOfMemory)?;
+        let kept = {
+            let mut o = self.one_offs.lock();
+            let fit = o.kept.iter().position(|k| k.chunk.reserved >= stride && k.chunk.reserved / 2 <= stride);
+            fit.map(|i| o.kept.swap_remove(i))
+        };
+        let chunk = match kept {
+            Some(k) => k.chunk,
+            None => match self.reserve_chunk(stride.next_multiple_of(GRANULE), 1, usize::MAX) {
+                Some(c) => c,
+                None => {
+                    // Out of address space: give up what we kept, try again.
+                    self.drop_kept_one_offs();
+                    self.reserve_chunk(stride.next_multiple_of(GRANULE), 1, usize::MAX).ok_or(OutOfMemory)?
+                }
+            },
+        };
+        // SAFETY: the chunk's own reservation.
+        if !unsafe { os::commit(chunk.base, stride) } {
+            self.keep_one_off(chunk);
+            return Err(OutOfMemory);
+        }
+        // Room to keep it when it comes back, so that never allocates.
+        {
+            let mut o = self.one_offs.lock();
+            let more = o.out + 1;
+            if o.kept.try_reserve(more).is_err() {
+                drop(o);
+                // SAFETY: never handed out.
+                unsafe { destroy_chunk(&chunk) };
+                return Err(OutOfMemory);
+            }
+            o.out += 1;
+        }
+        let ptr = chunk.base;
+        let recycled = chunk.carved > 0;
+        // Ownership of the reservation passes to the buffer; it comes back
+        // through `release_one_off`, which finds the chunk by address.
+        self.life.fetch_add(ONE, Ordering::Relaxed);
+        Ok(Slot { ptr, pin: self.pin_slot(ptr, cap), recycled })
+    }
+
+    fn keep_one_off(&self, chunk: Chunk) {
+        let mut o = self.one_offs.lock();
+        if o.kept.try_reserve(1).is_ok() {
+            o.kept.push(Retained { chunk });
+        } else {
+            drop(o);
+            // SAFETY: not handed out.
+            unsafe { destroy_chunk(&chunk) };
+        }
+    }
+
+    fn drop_kept_one_offs(&self) {
+        // Drained in place: the list keeps its room for the buffers out.
+        for k in self.one_offs.lock().kept.drain(..) {
+            // SAFETY: kept chunks are not handed out.
+            unsafe { destroy_chunk(&k.chunk) };
+        }
+    }
+
+    /// Takes back an unpooled buffer (the caller scrubbed what it wrote,
+    /// unless `dirty`): its pages go back and its address space is kept,
+    /// inaccessible, for a later unpooled buffer.
+    ///
+    /// # Safety
+    /// As [`release`](Self::release), for a buffer from `alloc_one_off`.
+    pub(crate) unsafe fn release_one_off(this: NonNull<Region>, ptr: NonNull<u8>, dirty: bool, pinned: bool) {
+        // SAFETY: a buffer in use keeps the region alive.
+        let r = unsafe { this.as_ref() };
+        let s = chunk::SlotRef::find(ptr.as_ptr() as usize).expect("a live unpooled buffer is published");
+        let stride = s.stride();
+        // SAFETY: the caller gives it up.
+        unsafe {
+            clear_pages(ptr, stride - r.tail, stride, dirty, pinned);
+            os::retire_range(ptr, stride);
+        }
+        let meta = radix::find(ptr.as_ptr() as usize).expect("published");
+        let nslots = 1;
+        let chunk = Chunk {
+            meta,
+            meta_len: chunk::meta_len(nslots).next_multiple_of(os::page_size()),
+            base: ptr,
+            reserved: stride.next_multiple_of(GRANULE),
+            nslots,
+            carved: 1,
+            committed: stride,
+        };
+        {
+            let mut o = r.one_offs.lock();
+            debug_assert!(o.out > 0 && o.kept.len() < o.kept.capacity(), "room reserved at alloc");
+            o.out -= 1;
+            o.kept.push(Retained { chunk });
+        }
+        // SAFETY: the buffer was in use.
+        unsafe { Region::put_life(this) };
+    }
+
+    /// One slot less in use; frees the region if it was the last of a
+    /// closed one.
+    unsafe fn put_life(this: NonNull<Region>) {
+        // SAFETY: live until the transition below.
+        let prev = unsafe { this.as_ref() }.life.fetch_sub(ONE, Ordering::AcqRel);
+        debug_assert!(prev >= ONE);
+        if prev == ONE | CLOSED {
+            // SAFETY: closed and nothing in use: we are the last user.
+            unsafe { Region::destroy(this) };
+        }
+    }
+
+    /// The pool is gone: the region goes once nothing is in use.
+    unsafe fn close(this: NonNull<Region>) {
+        // SAFETY: live until the transition below.
+        let prev = unsafe { this.as_ref() }.life.fetch_or(CLOSED, Ordering::AcqRel);
+        debug_assert!(prev & CLOSED == 0, "closed twice");
+        if prev == 0 {
+            // SAFETY: nothing in use, and we closed it: the last user.
+            unsafe { Region::destroy(this) };
+        }
+    }
+
+    unsafe fn destroy(this: NonNull<Region>) {
+        // SAFETY: the last user (callers' transitions) owns the Box again.
+        let region = unsafe { Box::from_raw(this.as_ptr()) };
+        for c in region.classes.iter() {
+            let st = c.state.lock();
+            for ch in &st.chunks {
+                // SAFETY: nothing of a dead region is in use.
+                unsafe { destroy_chunk(ch) };
+            }
+        }
+        region.drop_kept_one_offs();
+    }
+
+    /// Slots in use (idle in the pool or handed out).
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
+        self.life.load(Ordering::Acquire) / ONE
+    }
+
+    /// Bytes reserved for slots (address space, not memory).
+    #[cfg(test)]
+    pub(crate) fn reserved_bytes(&self) -> usize {
+        self.classes.iter().map(|c| c.state.lock().chunks.iter().map(|ch| ch.reserved).sum::<usize>()).sum()
+    }
+
+    /// Every lock of the region, in the order they may be taken together
+    /// (for the fork handlers).
+    pub(crate) fn locks(&self) -> impl Iterator<Item = &dyn ForkLock> {
+        self.classes.iter().map(|c| &c.state as &dyn ForkLock).chain(std::iter::once(&self.one_offs as &dyn ForkLock))
+    }
+}
+
+/// Scrubs what may hold data and gives the pages of a slot back.
+///
+/// # Safety
+/// `ptr` must be a committed slot of `stride` bytes that nobody uses.
+unsafe fn clear_pages(ptr: NonNull<u8>, cap: usize, stride: usize, dirty: bool, pinned: bool) {
+    #[cfg(zeropool_asan)]
+    os::unpoison(ptr, stride);
+    // SAFETY: the caller's promise for all of these.
+    unsafe {
+        if dirty {
+            os::scrub_resident(ptr, cap);
+        }
+        if pinned {
+            os::unpin(ptr, cap);
+        }
+        if !os::decommit(ptr, stride) {
+            os::scrub(ptr, stride);
+        }
+    }
+}
+
+/// Unpublishes a chunk and returns its reservation to the system.
+///
+/// # Safety
+/// Nothing of the chunk may be in use.
+unsafe fn destroy_chunk(ch: &Chunk) {
+    // SAFETY: the caller's promise; the metadata stays mapped (zeroed).
+    unsafe {
+        chunk::kill(ch.meta, ch.meta_len);
+        os::unreserve(ch.base, ch.reserved, GRANULE);
+    }
+}
