@@ -506,3 +506,122 @@ unsafe fn destroy_chunk(ch: &Chunk) {
         os::unreserve(ch.base, ch.reserved, GRANULE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::chunk::{SlotRef, SlotWord};
+    use super::*;
+
+    const KIB: usize = 1024;
+
+    fn region(tail: bool) -> RegionHandle {
+        Region::create(7, [4 * KIB, 64 * KIB].into_iter(), tail, false)
+    }
+
+    #[test]
+    fn slots_are_carved_from_few_chunks_sized_to_use() {
+        let r = region(false);
+        let n = if cfg!(miri) { 40 } else { 400 };
+        let slots: Vec<_> = (0..n).map(|_| r.alloc(1).unwrap()).collect();
+        assert_eq!(r.in_use(), n);
+        let mut addrs: Vec<usize> = slots.iter().map(|s| s.ptr.as_ptr() as usize).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n, "every slot is distinct");
+        // Geometric chunks: reserved space stays within 2x use plus a granule.
+        assert!(r.reserved_bytes() <= 2 * n * 64 * KIB + GRANULE, "{}", r.reserved_bytes());
+        for s in slots {
+            // SAFETY: allocated above, unused.
+            unsafe { Region::release(r.0, 1, s.ptr, false, false) };
+        }
+        assert_eq!(r.in_use(), 0);
+    }
+
+    #[test]
+    fn released_slots_read_zero_and_are_reused() {
+        let r = region(true);
+        let s = r.alloc(0).unwrap();
+        let p = s.ptr;
+        // SAFETY: a committed slot of 4 KiB plus a 4 KiB tail.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), 0xAB, 8 * KIB) };
+        // SAFETY: ours, unused from here on.
+        unsafe { Region::release(r.0, 0, p, true, false) };
+        let again = r.alloc(0).unwrap();
+        assert_eq!(again.ptr, p, "the released slot is reused first");
+        assert!(again.recycled);
+        // SAFETY: the slot and its tail are committed and ours.
+        let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 8 * KIB) };
+        assert!(bytes.iter().all(|&b| b == 0), "the pages were given back");
+        // SAFETY: ours.
+        unsafe { Region::release(r.0, 0, again.ptr, false, false) };
+    }
+
+    #[test]
+    fn lookups_tell_slots_from_interior_and_foreign_pointers() {
+        let r = region(true);
+        let (pa, pb) = (r.alloc(0).unwrap().ptr, r.alloc(0).unwrap().ptr);
+        let (a, b) = (pa.as_ptr() as usize, pb.as_ptr() as usize);
+        assert_eq!(b - a, 8 * KIB, "stride is capacity plus the tail page");
+        for ok in [a, b] {
+            let s = SlotRef::find(ok).expect("a slot start");
+            assert_eq!(s.pool_id(), 7);
+            assert_eq!(s.word().state(), SlotWord::NEVER);
+        }
+        for bad in [a + 1, a + 4096, a + 8 * KIB - 8, b + 4 * KIB] {
+            assert!(SlotRef::find(bad).is_none(), "{:#x} is inside a slot", bad - a);
+        }
+        let on_stack = 0u64;
+        for foreign in [0, 4096, &on_stack as *const u64 as usize, usize::MAX & !0xfff, 1 << 60] {
+            assert!(SlotRef::find(foreign).is_none(), "{foreign:#x}");
+        }
+        for p in [pa, pb] {
+            // SAFETY: ours, unused.
+            unsafe { Region::release(r.0, 0, p, false, false) };
+        }
+    }
+
+    #[test]
+    fn claims_have_exactly_one_winner() {
+        let r = region(true);
+        let p = r.alloc(0).unwrap().ptr;
+        let s = SlotRef::find(p.as_ptr() as usize).unwrap();
+        assert_eq!(s.claim(), Err(chunk::Refused::Foreign), "never handed out");
+        s.hand_out(100, 0x0c);
+        let won = s.claim().unwrap();
+        assert_eq!((won.len(), won.tag()), (100, 0x0c));
+        assert_eq!(s.claim(), Err(chunk::Refused::Returned));
+        // SAFETY: ours.
+        unsafe { Region::release(r.0, 0, p, false, false) };
+    }
+
+    #[test]
+    fn a_closed_region_goes_away_with_its_last_slot() {
+        let r = region(false);
+        let p = r.alloc(1).unwrap().ptr;
+        let addr = p.as_ptr() as usize;
+        let raw = r.0;
+        drop(r); // closed; one slot still in use
+        assert!(SlotRef::find(addr).is_some(), "alive while a slot is out");
+        // SAFETY: the slot keeps the region alive; ours.
+        unsafe { Region::release(raw, 1, p, false, false) };
+        assert!(SlotRef::find(addr).is_none(), "chunk unpublished with the region");
+    }
+
+    #[test]
+    fn unpooled_reservations_are_kept_and_reused() {
+        let r = region(true);
+        let big = 3 * GRANULE;
+        let s = r.alloc_one_off(big).unwrap();
+        assert!(!s.recycled);
+        let p = s.ptr;
+        assert!(SlotRef::find(p.as_ptr() as usize).is_some());
+        // SAFETY: ours, unused from here on.
+        unsafe { Region::release_one_off(r.0, p, false, false) };
+        assert!(SlotRef::find(p.as_ptr() as usize).is_some(), "kept, not unmapped");
+        let again = r.alloc_one_off(big - 4096).unwrap();
+        assert_eq!(again.ptr, p);
+        assert!(again.recycled);
+        // SAFETY: ours.
+        unsafe { Region::release_one_off(r.0, again.ptr, false, false) };
+    }
+}
