@@ -1060,7 +1060,7 @@ fn summary(rows: &[&Value], cache: &str, first: bool) -> String {
                  compares with {:.1} ms (fresh `vec!`) -> {:.1} ms ({}) here, {:.2}x, and {:.2}x with the \
                  default `Always`; against the reused `Vec` a careful programmer writes it is {:.2}x and {:.2}x. \
                  Allocation and first-touch page faults (fresh `vec!` minus reused `Vec`) are {:.0}% of the \
-                 fresh-`vec!` load, not 70%.",
+                 fresh-`vec!` load here (the seeds said 70%).",
                 ms(f),
                 ms(z),
                 name(z),
