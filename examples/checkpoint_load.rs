@@ -37,7 +37,7 @@
 //!
 //! Options: `--threads N` or `N,M,..` (the first count is measured warm and
 //! evicted, the others warm only), `--rounds N` (warm loads per loader, default 10),
-//! `--evicted-rounds N` (default 4), `--cache warm|evicted|both`,
+//! `--evicted-rounds N` (default 6), `--cache warm|evicted|both`,
 //! `--loaders a,b,...`, `--model gpt2|tiny` (the synthetic file), `--json`,
 //! `--markdown`, `--update-readme FILE` (replaces the text between the
 //! `checkpoint_load:begin` / `checkpoint_load:end` markers), `--from-json
@@ -672,7 +672,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         model: "gpt2".into(),
         threads: vec![std::thread::available_parallelism().map_or(1, |n| n.get())],
         rounds: 10,
-        evicted_rounds: 4,
+        evicted_rounds: 6,
         warm: true,
         evicted: true,
         loaders: LOADERS.iter().map(|l| l.0.to_string()).collect(),
