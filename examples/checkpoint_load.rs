@@ -23,9 +23,14 @@
 //!   case), `Zeroing::Always`.
 //!
 //! Each loader runs with the file in the page cache (`warm`) and evicted
-//! with `posix_fadvise(DONTNEED)` before every load (`evicted`). Each gets
-//! fresh state (pool, workers) per cache state, so its first load is the
-//! one-shot case and the median of the later loads the steady state.
+//! with `posix_fadvise(DONTNEED)` before every load (`evicted`), in two
+//! passes. The memory pass runs one loader at a time from fresh state
+//! (pool, workers): its first load is the one-shot case, and peak RSS, what
+//! is held after and the allocations are that loader's own. The timing pass
+//! keeps every loader's state and workers alive, warms each with one load,
+//! then runs rounds in which every loader loads once, in rotating order, so
+//! that other work on the machine falls on all loaders alike; the medians
+//! come from there.
 //!
 //! ```sh
 //! cargo run --release --example checkpoint_load                  # synthetic GPT-2 124M (~500 MB)
@@ -36,8 +41,9 @@
 //! ```
 //!
 //! Options: `--threads N` or `N,M,..` (the first count is measured warm and
-//! evicted, the others warm only), `--rounds N` (warm loads per loader, default 10),
-//! `--evicted-rounds N` (default 6), `--cache warm|evicted|both`,
+//! evicted, the others warm only), `--rounds N` (timed warm rounds, default
+//! 9), `--evicted-rounds N` (default 5), `--memory-loads N` (default 3),
+//! `--cache warm|evicted|both`,
 //! `--loaders a,b,...`, `--model gpt2|tiny` (the synthetic file), `--json`,
 //! `--markdown`, `--update-readme FILE` (replaces the text between the
 //! `checkpoint_load:begin` / `checkpoint_load:end` markers), `--from-json
@@ -507,84 +513,116 @@ fn work(kind: Kind, ctx: &Ctx, pool: &PoolState, next: &AtomicUsize, map: Option
     sum
 }
 
-/// What one loader measured in one cache state.
-struct Outcome {
-    times_ms: Vec<f64>,
-    allocs: Vec<u64>,
-    checksums: Vec<u64>,
+/// One loader with its state (pool, mapping) and its own worker threads,
+/// which live as long as it does and wait on its barrier between loads.
+struct Runner<'a> {
+    key: &'static str,
+    kind: Kind,
+    ctx: &'a Ctx,
+    pool: PoolState,
+    next: AtomicUsize,
+    sum: AtomicU64,
+    stop: AtomicBool,
+    mapping: RwLock<Option<Mapping>>,
+    barrier: Barrier,
+}
+
+/// One timed load.
+struct Load {
+    ms: f64,
+    allocs: u64,
+    checksum: u64,
+    resident_before: f64,
+}
+
+impl<'a> Runner<'a> {
+    fn new(key: &'static str, kind: Kind, ctx: &'a Ctx) -> Runner<'a> {
+        Runner {
+            key,
+            kind,
+            ctx,
+            pool: PoolState::new(kind, ctx),
+            next: AtomicUsize::new(0),
+            sum: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            mapping: RwLock::new(None),
+            barrier: Barrier::new(ctx.threads + 1),
+        }
+    }
+
+    /// The body of each of its `ctx.threads` worker threads.
+    fn worker(&self) {
+        let mut staging = Vec::new();
+        loop {
+            self.barrier.wait();
+            if self.stop.load(Relaxed) {
+                break;
+            }
+            let map = self.mapping.read().unwrap();
+            let part = work(self.kind, self.ctx, &self.pool, &self.next, map.as_ref().map(Mapping::bytes), &mut staging);
+            drop(map);
+            self.sum.fetch_add(part, Relaxed);
+            self.barrier.wait();
+        }
+    }
+
+    /// One load of the whole file by its workers, timed from the main thread.
+    fn load(&self, evicted: bool) -> Load {
+        if evicted {
+            evict(&self.ctx.file);
+        }
+        let resident_before = resident_fraction(&self.ctx.file, self.ctx.file_len);
+        self.next.store(0, Relaxed);
+        self.sum.store(0, Relaxed);
+        let (a0, p0) = (ALLOCS.load(Relaxed), self.pool.system_allocations());
+        let start = Instant::now();
+        if let Kind::Mmap { willneed } = self.kind {
+            *self.mapping.write().unwrap() = Some(Mapping::new(&self.ctx.file, self.ctx.file_len, willneed));
+        }
+        self.barrier.wait(); // go
+        self.barrier.wait(); // done
+        self.mapping.write().unwrap().take(); // munmap
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let allocs = match (&self.pool, self.kind) {
+            // ZeroPool maps its buffers itself; count those, not the
+            // allocator calls of its bookkeeping.
+            (PoolState::Zp(_), _) => self.pool.system_allocations() - p0,
+            (_, Kind::Mmap { .. }) => ALLOCS.load(Relaxed) - a0 + 1,
+            _ => ALLOCS.load(Relaxed) - a0,
+        };
+        Load { ms, allocs, checksum: self.sum.load(Relaxed), resident_before }
+    }
+
+    /// Ends its workers (they wait at the barrier).
+    fn finish(&self) {
+        self.stop.store(true, Relaxed);
+        self.barrier.wait();
+    }
+}
+
+/// The memory pass: one loader at a time, from fresh state, so that peak
+/// RSS, what is held after and the allocations are its own.
+struct MemoryPass {
+    loads: Vec<Load>,
     peak_rss: Option<u64>,
     held_rss: Option<u64>,
     pool_idle: Option<u64>,
     pin_failures: Option<u64>,
-    resident_before: Vec<f64>,
 }
 
-fn run_loader(key: &str, kind: Kind, ctx: &Ctx, rounds: usize, evicted: bool) -> Outcome {
-    let pool = PoolState::new(kind, ctx);
-    let peak_ok = reset_peak_rss();
-    let base_rss = status_kb("VmRSS:").map(|k| k * 1024);
-    let next = AtomicUsize::new(0);
-    let sum = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    let mapping: RwLock<Option<Mapping>> = RwLock::new(None);
-    let barrier = Barrier::new(ctx.threads + 1);
-    let mut out = Outcome {
-        times_ms: vec![],
-        allocs: vec![],
-        checksums: vec![],
-        peak_rss: None,
-        held_rss: None,
-        pool_idle: None,
-        pin_failures: None,
-        resident_before: vec![],
-    };
+fn memory_pass(key: &'static str, kind: Kind, ctx: &Ctx, loads: usize, evicted: bool) -> MemoryPass {
+    let r = Runner::new(key, kind, ctx);
     let state = if evicted { "evicted" } else { "warm" };
     std::thread::scope(|s| {
+        let peak_ok = reset_peak_rss();
+        let base_rss = status_kb("VmRSS:").map(|k| k * 1024);
         for _ in 0..ctx.threads {
-            s.spawn(|| {
-                let mut staging = Vec::new();
-                loop {
-                    barrier.wait();
-                    if stop.load(Relaxed) {
-                        break;
-                    }
-                    let map = mapping.read().unwrap();
-                    let part = work(kind, ctx, &pool, &next, map.as_ref().map(Mapping::bytes), &mut staging);
-                    drop(map);
-                    sum.fetch_add(part, Relaxed);
-                    barrier.wait();
-                }
-            });
+            s.spawn(|| r.worker());
         }
-        for r in 0..rounds {
-            if evicted {
-                evict(&ctx.file);
-            }
-            out.resident_before.push(resident_fraction(&ctx.file, ctx.file_len));
-            eprint!("\r  [{state}] {key:<14} load {}/{rounds}   ", r + 1);
-            next.store(0, Relaxed);
-            sum.store(0, Relaxed);
-            let (a0, p0) = (ALLOCS.load(Relaxed), pool.system_allocations());
-            let start = Instant::now();
-            if let Kind::Mmap { willneed } = kind {
-                *mapping.write().unwrap() = Some(Mapping::new(&ctx.file, ctx.file_len, willneed));
-            }
-            barrier.wait(); // go
-            barrier.wait(); // done
-            mapping.write().unwrap().take(); // munmap
-            let ms = start.elapsed().as_secs_f64() * 1e3;
-            let mut allocs = ALLOCS.load(Relaxed) - a0;
-            if let PoolState::Zp(_) = pool {
-                // ZeroPool maps its buffers itself; count those, not the
-                // allocator calls of its bookkeeping.
-                allocs = pool.system_allocations() - p0;
-            }
-            if let Kind::Mmap { .. } = kind {
-                allocs += 1;
-            }
-            out.times_ms.push(ms);
-            out.allocs.push(allocs);
-            out.checksums.push(sum.load(Relaxed));
+        let mut out = MemoryPass { loads: vec![], peak_rss: None, held_rss: None, pool_idle: None, pin_failures: None };
+        for i in 0..loads {
+            eprint!("\r  [{state}, {} threads] memory pass: {key:<14} load {}/{loads}   ", ctx.threads, i + 1);
+            out.loads.push(r.load(evicted));
         }
         // Measured with the workers (and their caches or buffers) alive:
         // what a process that keeps its loader around holds.
@@ -593,7 +631,7 @@ fn run_loader(key: &str, kind: Kind, ctx: &Ctx, rounds: usize, evicted: bool) ->
         if peak_ok {
             out.peak_rss = base_rss.zip(status_kb("VmHWM:").map(|k| k * 1024)).map(|(b, h)| h.saturating_sub(b));
         }
-        match &pool {
+        match &r.pool {
             PoolState::Zp(p) => {
                 let st = p.stats();
                 out.pool_idle = Some(st.pooled_bytes);
@@ -608,15 +646,42 @@ fn run_loader(key: &str, kind: Kind, ctx: &Ctx, rounds: usize, evicted: bool) ->
             }
             PoolState::None => {}
         }
-        stop.store(true, Relaxed);
-        barrier.wait();
-    });
-    eprintln!(
-        "\r  [{state}] {key:<14} first {:.1} ms, median {:.1} ms        ",
-        out.times_ms[0],
-        median(&out.times_ms[1.min(out.times_ms.len() - 1)..])
-    );
-    out
+        r.finish();
+        out
+    })
+}
+
+/// The timing pass: every loader's state and workers alive at once, one
+/// untimed load each to warm them, then `rounds` rounds in which every
+/// loader loads once, in an order that rotates, so that whatever else the
+/// machine is doing falls on all loaders alike. Returns each loader's loads.
+fn timing_pass(loaders: &[(&'static str, Kind)], ctx: &Ctx, rounds: usize, evicted: bool) -> Vec<Vec<Load>> {
+    let runners: Vec<Runner> = loaders.iter().map(|&(key, kind)| Runner::new(key, kind, ctx)).collect();
+    let state = if evicted { "evicted" } else { "warm" };
+    std::thread::scope(|s| {
+        for r in &runners {
+            for _ in 0..ctx.threads {
+                s.spawn(|| r.worker());
+            }
+        }
+        for r in &runners {
+            eprint!("\r  [{state}, {} threads] timing pass: warming {:<14}      ", ctx.threads, r.key);
+            r.load(evicted);
+        }
+        let mut out: Vec<Vec<Load>> = runners.iter().map(|_| vec![]).collect();
+        for round in 0..rounds {
+            eprint!("\r  [{state}, {} threads] timing pass: round {}/{rounds}                ", ctx.threads, round + 1);
+            for k in 0..runners.len() {
+                let i = (round + k) % runners.len();
+                out[i].push(runners[i].load(evicted));
+            }
+        }
+        for r in &runners {
+            r.finish();
+        }
+        eprintln!();
+        out
+    })
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -653,8 +718,11 @@ struct Opts {
     model: String,
     /// Worker counts; the first gets both cache states, the others warm only.
     threads: Vec<usize>,
+    /// Timed rounds (the timing pass), warm and evicted.
     rounds: usize,
     evicted_rounds: usize,
+    /// Loads per loader in the memory pass (the first is the one-shot case).
+    memory_loads: usize,
     warm: bool,
     evicted: bool,
     loaders: Vec<String>,
@@ -671,8 +739,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         path: None,
         model: "gpt2".into(),
         threads: vec![std::thread::available_parallelism().map_or(1, |n| n.get())],
-        rounds: 10,
-        evicted_rounds: 6,
+        rounds: 9,
+        evicted_rounds: 5,
+        memory_loads: 3,
         warm: true,
         evicted: true,
         loaders: LOADERS.iter().map(|l| l.0.to_string()).collect(),
@@ -697,6 +766,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--rounds" => o.rounds = num(it.next(), "--rounds")?,
             "--evicted-rounds" => o.evicted_rounds = num(it.next(), "--evicted-rounds")?,
+            "--memory-loads" => o.memory_loads = num(it.next(), "--memory-loads")?,
             "--cache" => match it.next().map(String::as_str) {
                 Some("warm") => (o.warm, o.evicted) = (true, false),
                 Some("evicted") => (o.warm, o.evicted) = (false, true),
@@ -842,32 +912,42 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
             // Warm the cache again (an evicted section may have run before).
             let _ = reference_checksum(&ctx);
         }
-        for (key, kind, name) in LOADERS.iter().filter(|l| o.loaders.iter().any(|k| k == l.0)) {
-            let r = run_loader(key, *kind, &ctx, rounds, evicted);
-            let later = &r.times_ms[1.min(r.times_ms.len() - 1)..];
-            let later_allocs: Vec<f64> = r.allocs[1.min(r.allocs.len() - 1)..].iter().map(|&a| a as f64).collect();
-            let med = median(later);
+        let selected: Vec<&(&'static str, Kind, &str)> =
+            LOADERS.iter().filter(|l| o.loaders.iter().any(|k| k == l.0)).collect();
+        let mem: Vec<MemoryPass> =
+            selected.iter().map(|l| memory_pass(l.0, l.1, &ctx, o.memory_loads, evicted)).collect();
+        eprintln!();
+        let keys: Vec<(&'static str, Kind)> = selected.iter().map(|l| (l.0, l.1)).collect();
+        let timed = timing_pass(&keys, &ctx, rounds, evicted);
+        for ((&&(key, _, name), m), t) in selected.iter().zip(&mem).zip(&timed) {
+            let times: Vec<f64> = t.iter().map(|l| l.ms).collect();
+            let later_allocs: Vec<f64> = m.loads[1.min(m.loads.len() - 1)..].iter().map(|l| l.allocs as f64).collect();
+            let med = median(&times);
+            let checksums: Vec<u64> = m.loads.iter().chain(t).map(|l| l.checksum).collect();
+            eprintln!("  [{}, {threads} threads] {key:<14} first {:.1} ms, median {med:.1} ms", if evicted { "evicted" } else { "warm" }, m.loads[0].ms);
             results.push(json!({
                 "threads": threads,
                 "zeropool_tuned_max_pooled_bytes": ctx.budget,
                 "cache": if evicted { "evicted" } else { "warm" },
                 "loader": key,
                 "name": name,
-                "times_ms": r.times_ms,
-                "first_ms": r.times_ms[0],
+                "times_ms": times,
+                "first_ms": m.loads[0].ms,
+                "memory_pass_times_ms": m.loads.iter().map(|l| l.ms).collect::<Vec<_>>(),
                 "median_ms": med,
-                "min_ms": later.iter().copied().fold(f64::INFINITY, f64::min),
+                "min_ms": times.iter().copied().fold(f64::INFINITY, f64::min),
                 "mb_per_s": total as f64 / 1e6 / (med / 1e3),
-                "peak_rss_bytes": r.peak_rss,
-                "held_rss_bytes": r.held_rss,
-                "pool_idle_bytes": r.pool_idle,
-                "allocations": r.allocs,
-                "allocations_first": r.allocs[0],
+                "peak_rss_bytes": m.peak_rss,
+                "held_rss_bytes": m.held_rss,
+                "pool_idle_bytes": m.pool_idle,
+                "allocations": m.loads.iter().map(|l| l.allocs).collect::<Vec<_>>(),
+                "allocations_first": m.loads[0].allocs,
                 "allocations_later_median": median(&later_allocs),
-                "pin_failures": r.pin_failures,
-                "resident_before": median(&r.resident_before),
-                "checksums_match": r.checksums.iter().all(|&c| c == reference),
-                "checksum": format!("{:016x}", r.checksums[0]),
+                "timing_pass_allocations_median": median(&t.iter().map(|l| l.allocs as f64).collect::<Vec<_>>()),
+                "pin_failures": m.pin_failures,
+                "resident_before": median(&m.loads.iter().chain(t).map(|l| l.resident_before).collect::<Vec<_>>()),
+                "checksums_match": checksums.iter().all(|&c| c == reference),
+                "checksum": format!("{:016x}", checksums[0]),
             }));
         }
     }
@@ -888,7 +968,7 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
             "largest_bytes": largest,
         },
         "threads": o.threads,
-        "rounds": {"warm": o.rounds, "evicted": o.evicted_rounds},
+        "rounds": {"warm": o.rounds, "evicted": o.evicted_rounds, "memory_loads": o.memory_loads},
         "zeropool_auto": {"tls_cache_size": auto.tls_cache_size, "num_shards": auto.num_shards, "max_buffers_per_shard": auto.max_buffers_per_shard},
         "reference_checksum": format!("{reference:016x}"),
         "results": results,
@@ -920,8 +1000,11 @@ fn markdown(report: &Value) -> String {
         "Measured {} on {} ({} CPUs, {} GiB, Linux {}, {}, commit {}; load average {} before, {} after: \
          the machine is shared, so compare rows within a table) with\n`{}`:\n\
          {} ({} tensors, {:.1} MB fp32, largest {:.1} MB).\n\
-         First load: fresh loader state (empty pool, no staging buffer yet); median (and fastest): \
-         of the later loads ({} warm, {} evicted in all); MB/s from the median. ZeroPool's tuned rows set \
+         First load: one loader at a time from fresh state (empty pool, no staging buffer yet), \
+         in a pass that also measures memory and allocations ({} loads per loader). Median (and fastest): \
+         a separate pass with every loader's state and workers alive, one warm-up load each, then \
+         {} rounds warm / {} evicted in which every loader loads once in rotating order, so that other \
+         work on the machine falls on all alike; MB/s from the median. ZeroPool's tuned rows set \
          `max_pooled_bytes` to room for each worker to keep one buffer of each size class the file uses \
          (the figure is in each table's title), everything else auto; \
          upstream gets ZeroPool's auto thread cache ({}) and idle count ({} shards x {}) as its \
@@ -940,6 +1023,7 @@ fn markdown(report: &Value) -> String {
         f["tensors"],
         f["bytes"].as_f64().unwrap_or(0.0) / 1e6,
         f["largest_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        rounds["memory_loads"],
         rounds["warm"],
         rounds["evicted"],
         report["zeropool_auto"]["tls_cache_size"],
@@ -979,7 +1063,7 @@ fn markdown(report: &Value) -> String {
                 name += " **CHECKSUM MISMATCH**";
             }
             s += &format!(
-                "| {} | {:.1} | {:.1} ({:.0}) | {:.0} | {} | {} | {} | {} / {} | {} / {} |\n",
+                "| {} | {:.1} | {:.1} ({:.1}) | {:.0} | {} | {} | {} | {} / {} | {} / {} |\n",
                 name,
                 r["first_ms"].as_f64().unwrap_or(f64::NAN),
                 ms(r),
@@ -1097,7 +1181,7 @@ fn main() {
             if !e.is_empty() {
                 eprintln!("checkpoint_load: {e}");
             }
-            eprintln!("usage: checkpoint_load [FILE.safetensors] [--threads N] [--rounds N] [--evicted-rounds N] [--cache warm|evicted|both] [--loaders a,b] [--model gpt2|tiny] [--json] [--markdown] [--update-readme FILE] [--from-json FILE]");
+            eprintln!("usage: checkpoint_load [FILE.safetensors] [--threads N] [--rounds N] [--evicted-rounds N] [--memory-loads N] [--cache warm|evicted|both] [--loaders a,b] [--model gpt2|tiny] [--json] [--markdown] [--update-readme FILE] [--from-json FILE]");
             std::process::exit(2);
         }
     };
@@ -1149,7 +1233,7 @@ mod tests {
     #[test]
     fn every_loader_produces_the_same_checksum() {
         let args: Vec<String> =
-            ["--model", "tiny", "--threads", "2", "--rounds", "1", "--evicted-rounds", "1"].iter().map(|s| s.to_string()).collect();
+            ["--model", "tiny", "--threads", "2", "--rounds", "1", "--evicted-rounds", "1", "--memory-loads", "2"].iter().map(|s| s.to_string()).collect();
         let o = parse(&args).unwrap();
         let report = measure(&o).unwrap();
         let results = report["results"].as_array().unwrap();
