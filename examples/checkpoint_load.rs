@@ -527,10 +527,23 @@ struct Runner<'a> {
     barrier: Barrier,
 }
 
+/// Minor page faults of the whole process so far (getrusage).
+fn minor_faults() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_minflt as u64
+    }
+}
+
 /// One timed load.
 struct Load {
     ms: f64,
     allocs: u64,
+    /// Minor page faults during the load (first touches of memory, and
+    /// file pages mapped from the page cache).
+    faults: u64,
     checksum: u64,
     resident_before: f64,
 }
@@ -575,6 +588,7 @@ impl<'a> Runner<'a> {
         self.next.store(0, Relaxed);
         self.sum.store(0, Relaxed);
         let (a0, p0) = (ALLOCS.load(Relaxed), self.pool.system_allocations());
+        let f0 = minor_faults();
         let start = Instant::now();
         if let Kind::Mmap { willneed } = self.kind {
             *self.mapping.write().unwrap() = Some(Mapping::new(&self.ctx.file, self.ctx.file_len, willneed));
@@ -583,6 +597,7 @@ impl<'a> Runner<'a> {
         self.barrier.wait(); // done
         self.mapping.write().unwrap().take(); // munmap
         let ms = start.elapsed().as_secs_f64() * 1e3;
+        let faults = minor_faults() - f0;
         let allocs = match (&self.pool, self.kind) {
             // ZeroPool maps its buffers itself; count those, not the
             // allocator calls of its bookkeeping.
@@ -590,7 +605,7 @@ impl<'a> Runner<'a> {
             (_, Kind::Mmap { .. }) => ALLOCS.load(Relaxed) - a0 + 1,
             _ => ALLOCS.load(Relaxed) - a0,
         };
-        Load { ms, allocs, checksum: self.sum.load(Relaxed), resident_before }
+        Load { ms, allocs, faults, checksum: self.sum.load(Relaxed), resident_before }
     }
 
     /// Ends its workers (they wait at the barrier).
@@ -941,6 +956,9 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
                 "pool_idle_bytes": m.pool_idle,
                 "allocations": m.loads.iter().map(|l| l.allocs).collect::<Vec<_>>(),
                 "allocations_first": m.loads[0].allocs,
+                "page_faults": m.loads.iter().map(|l| l.faults).collect::<Vec<_>>(),
+                "page_faults_first": m.loads[0].faults,
+                "page_faults_later_median": median(&t.iter().map(|l| l.faults as f64).collect::<Vec<_>>()),
                 // Steady state: the timed loads, after the warm-up load.
                 "allocations_later_median": median(&t.iter().map(|l| l.allocs as f64).collect::<Vec<_>>()),
                 "pin_failures": m.pin_failures,
@@ -1048,8 +1066,8 @@ fn markdown(report: &Value) -> String {
             resident * 100.0,
             rows[0]["zeropool_tuned_max_pooled_bytes"].as_u64().unwrap_or(0) >> 20
         );
-        s += "| loader | first load ms | median ms (fastest) | MB/s | vs fresh vec | vs reused Vec | peak RSS MB | held after MB (RSS / pool) | system allocs first / later |\n";
-        s += "|---|---|---|---|---|---|---|---|---|\n";
+        s += "| loader | first load ms | median ms (fastest) | MB/s | vs fresh vec | vs reused Vec | peak RSS MB | held after MB (RSS / pool) | system allocs first / later | page faults first / later |\n";
+        s += "|---|---|---|---|---|---|---|---|---|---|\n";
         let fresh = row(&rows, "fresh-vec").map(ms);
         let reused = row(&rows, "reused-vec").map(ms);
         for r in &rows {
@@ -1062,7 +1080,7 @@ fn markdown(report: &Value) -> String {
                 name += " **CHECKSUM MISMATCH**";
             }
             s += &format!(
-                "| {} | {:.1} | {:.1} ({:.1}) | {:.0} | {} | {} | {} | {} / {} | {} / {} |\n",
+                "| {} | {:.1} | {:.1} ({:.1}) | {:.0} | {} | {} | {} | {} / {} | {} / {} | {} / {} |\n",
                 name,
                 r["first_ms"].as_f64().unwrap_or(f64::NAN),
                 ms(r),
@@ -1075,6 +1093,8 @@ fn markdown(report: &Value) -> String {
                 if r["pool_idle_bytes"].is_null() { "-".to_string() } else { mb(&r["pool_idle_bytes"]) },
                 r["allocations_first"],
                 r["allocations_later_median"].as_f64().map_or("?".into(), |a| format!("{a:.0}")),
+                r["page_faults_first"],
+                r["page_faults_later_median"].as_f64().map_or("?".into(), |a| format!("{a:.0}")),
             );
         }
         s += &summary(&rows, cache, gi == 0);
@@ -1088,7 +1108,9 @@ fn markdown(report: &Value) -> String {
           not visible). System allocations: in the first load, and the median of the timed loads; \
           the global allocator's calls (counted by the \
           example's allocator) for the `Vec` loaders and upstream, ZeroPool's `stats().allocations` \
-          (its own mappings), one mapping for `mmap`.\n";
+          (its own mappings), one mapping for `mmap`. Page faults: the process's minor faults \
+          (`getrusage`) during the load, first and median of the timed loads: first touches of fresh \
+          memory, and for `mmap` the file's pages mapped from the page cache (many pages per fault).\n";
     s
 }
 
