@@ -326,7 +326,8 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     fn new(file: &File, len: usize, willneed: bool) -> Mapping {
         // SAFETY: a fresh read-only mapping of `len` bytes of an open file.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
         assert!(ptr != libc::MAP_FAILED, "mmap failed: {}", std::io::Error::last_os_error());
         if willneed {
             // SAFETY: the range is the mapping just made.
@@ -572,7 +573,8 @@ impl<'a> Runner<'a> {
                 break;
             }
             let map = self.mapping.read().unwrap();
-            let part = work(self.kind, self.ctx, &self.pool, &self.next, map.as_ref().map(Mapping::bytes), &mut staging);
+            let part =
+                work(self.kind, self.ctx, &self.pool, &self.next, map.as_ref().map(Mapping::bytes), &mut staging);
             drop(map);
             self.sum.fetch_add(part, Relaxed);
             self.barrier.wait();
@@ -777,7 +779,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         match a.as_str() {
             "--threads" => {
                 let list = it.next().ok_or("--threads needs N or a list N,M")?;
-                o.threads = list.split(',').map(|n| num(Some(&n.to_string()), "--threads")).collect::<Result<_, _>>()?;
+                o.threads =
+                    list.split(',').map(|n| num(Some(&n.to_string()), "--threads")).collect::<Result<_, _>>()?;
             }
             "--rounds" => o.rounds = num(it.next(), "--rounds")?,
             "--evicted-rounds" => o.evicted_rounds = num(it.next(), "--evicted-rounds")?,
@@ -797,7 +800,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 }
             }
             "--model" => {
-                o.model = it.next().filter(|m| *m == "gpt2" || *m == "tiny").ok_or("--model takes gpt2 or tiny")?.clone()
+                o.model =
+                    it.next().filter(|m| *m == "gpt2" || *m == "tiny").ok_or("--model takes gpt2 or tiny")?.clone()
             }
             "--json" => o.json = true,
             "--markdown" => o.markdown = true,
@@ -938,7 +942,11 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
             let times: Vec<f64> = t.iter().map(|l| l.ms).collect();
             let med = median(&times);
             let checksums: Vec<u64> = m.loads.iter().chain(t).map(|l| l.checksum).collect();
-            eprintln!("  [{}, {threads} threads] {key:<14} first {:.1} ms, median {med:.1} ms", if evicted { "evicted" } else { "warm" }, m.loads[0].ms);
+            eprintln!(
+                "  [{}, {threads} threads] {key:<14} first {:.1} ms, median {med:.1} ms",
+                if evicted { "evicted" } else { "warm" },
+                m.loads[0].ms
+            );
             results.push(json!({
                 "threads": threads,
                 "zeropool_tuned_max_pooled_bytes": ctx.budget,
@@ -1119,7 +1127,8 @@ fn markdown(report: &Value) -> String {
 fn summary(rows: &[&Value], cache: &str, first: bool) -> String {
     let mut s = String::from("\n");
     let fastest = rows.iter().min_by(|a, b| ms(a).partial_cmp(&ms(b)).unwrap());
-    let zp: Vec<&Value> = rows.iter().copied().filter(|r| r["loader"].as_str().is_some_and(|k| k.starts_with("zp-"))).collect();
+    let zp: Vec<&Value> =
+        rows.iter().copied().filter(|r| r["loader"].as_str().is_some_and(|k| k.starts_with("zp-"))).collect();
     let best_zp = zp.iter().min_by(|a, b| ms(a).partial_cmp(&ms(b)).unwrap());
     let name = |r: &Value| r["name"].as_str().unwrap_or("?").to_string();
     if let Some(f) = fastest {
@@ -1136,7 +1145,11 @@ fn summary(rows: &[&Value], cache: &str, first: bool) -> String {
         ] {
             if let Some(b) = row(rows, key) {
                 let x = ms(b) / ms(z);
-                cmp.push(format!("{:.2}x {} than {what}", if x >= 1.0 { x } else { 1.0 / x }, if x >= 1.0 { "faster" } else { "slower" }));
+                cmp.push(format!(
+                    "{:.2}x {} than {what}",
+                    if x >= 1.0 { x } else { 1.0 / x },
+                    if x >= 1.0 { "faster" } else { "slower" }
+                ));
             }
         }
         if !cmp.is_empty() {
@@ -1208,7 +1221,9 @@ fn main() {
         }
     };
     let report = match &o.from_json {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).expect("read --from-json file")).expect("a --json report"),
+        Some(p) => {
+            serde_json::from_str(&std::fs::read_to_string(p).expect("read --from-json file")).expect("a --json report")
+        }
         None => measure(&o).unwrap_or_else(|e| {
             eprintln!("checkpoint_load: {e}");
             std::process::exit(1)
@@ -1255,14 +1270,21 @@ mod tests {
     #[test]
     fn every_loader_produces_the_same_checksum() {
         let args: Vec<String> =
-            ["--model", "tiny", "--threads", "2", "--rounds", "1", "--evicted-rounds", "1", "--memory-loads", "2"].iter().map(|s| s.to_string()).collect();
+            ["--model", "tiny", "--threads", "2", "--rounds", "1", "--evicted-rounds", "1", "--memory-loads", "2"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let o = parse(&args).unwrap();
         let report = measure(&o).unwrap();
         let results = report["results"].as_array().unwrap();
         assert_eq!(results.len(), 2 * LOADERS.len());
         assert!(results.iter().all(|r| r["threads"] == 2));
         for r in results {
-            assert_eq!(r["checksums_match"], true, "{} ({}): checksum differs from the reference", r["loader"], r["cache"]);
+            assert_eq!(
+                r["checksums_match"], true,
+                "{} ({}): checksum differs from the reference",
+                r["loader"], r["cache"]
+            );
             assert_eq!(r["checksum"].as_str(), report["reference_checksum"].as_str());
         }
         // The rendering works on the same report.
