@@ -161,7 +161,15 @@ fn shared_library_has_the_soname() {
 #[test]
 fn c_programs_are_clean_under_valgrind_memcheck() {
     let found = Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(found, "valgrind is required for this test; install it with: apt-get install -y valgrind");
+    if !found {
+        // Fails under CI (and .ci/test, which installs valgrind); elsewhere
+        // one line, straight to stderr (libtest swallows eprintln! output).
+        let msg = "`valgrind` is not installed; .ci/test installs what the tests need";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "c_programs_are_clean_under_valgrind_memcheck: {msg}");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped c_programs_are_clean_under_valgrind_memcheck: {msg}");
+        return;
+    }
     for source in ["api.c", "misuse.c", "free_while_busy.c"] {
         let exe = build(source, Link::Static);
         let out = Command::new("valgrind")

@@ -17,6 +17,7 @@
 //! A missing tool fails the test under `CI=true` (and under .ci/test, which
 //! installs the tools first); elsewhere the test is skipped with one line.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -39,7 +40,8 @@ fn have(test: &str, tools: &[&str]) -> bool {
         if !found {
             let msg = format!("`{tool}` is not installed; .ci/test installs what the tests need");
             assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: {msg}");
-            eprintln!("skipped {test}: {msg}");
+            // Straight to stderr: libtest would swallow eprintln! output.
+            let _ = writeln!(std::io::stderr(), "skipped {test}: {msg}");
             return false;
         }
     }
