@@ -119,7 +119,10 @@ if(NOT EXISTS "${real}" OR "${cargo_so}" IS_NEWER_THAN "${real}" OR "${CMAKE_CUR
     file(COPY_FILE "${cargo_so}" "${real}")
   endif()
 endif()
-file(REMOVE "${lib}/${SONAME}" "${lib}/libzeropool.so")
+# Names left by an earlier version would be installed too: remove them.
+file(GLOB stale "${lib}/libzeropool.so.*" "${STAGE}/debug/*.debug")
+list(REMOVE_ITEM stale "${real}" "${debug}")
+file(REMOVE ${stale} "${lib}/libzeropool.so")
 file(CREATE_LINK "libzeropool.so.${VERSION}" "${lib}/${SONAME}" SYMBOLIC)
 file(CREATE_LINK "${SONAME}" "${lib}/libzeropool.so" SYMBOLIC)
 
