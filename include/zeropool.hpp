@@ -93,7 +93,9 @@ class buffer {
   buffer() noexcept = default;
 
   /// Adopts a buffer got from `owner` through the C API (zp_get), which
-  /// this object then returns with zp_put.
+  /// this object then returns with zp_put. zp_put takes back any buffer of
+  /// the pool, so a wrapper over another source of the pool's buffers (a
+  /// per-thread handle, say) can hand out this same type.
   buffer(zp_pool *owner, void *data, std::size_t size) noexcept
       : pool_(owner), data_(static_cast<unsigned char *>(data)), size_(data ? size : 0) {}
 
