@@ -1,6 +1,9 @@
-//! Build script: gives the shared library its SONAME, and tells the tests
-//! which target to compile C for and which native libraries a static link
-//! needs (from rustc itself, not a hard-coded list).
+//! Build script: gives the shared library its SONAME, and works out which
+//! native libraries a static link needs (from rustc itself, not a
+//! hard-coded list). It is the one place both are computed: the tests get
+//! them as `ZP_SONAME` and `ZP_NATIVE_STATIC_LIBS`, and the CMake project
+//! (cmake/zeropool-stage.cmake) reads the same two values from cargo's
+//! `build-script-executed` message.
 
 use std::env;
 use std::process::{Command, Stdio};
@@ -15,9 +18,10 @@ fn main() {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo::rustc-cdylib-link-arg=-Wl,-soname,{soname}");
     }
+    let libs = static_link_libs(&native_static_libs());
     println!("cargo::rustc-env=ZP_SONAME={soname}");
     println!("cargo::rustc-env=ZP_TARGET={}", env::var("TARGET").unwrap());
-    println!("cargo::rustc-env=ZP_NATIVE_STATIC_LIBS={}", native_static_libs());
+    println!("cargo::rustc-env=ZP_NATIVE_STATIC_LIBS={libs}");
 }
 
 /// What rustc says a staticlib needs at link time, e.g. "-lgcc_s -lutil ...".
@@ -37,4 +41,15 @@ fn native_static_libs() -> String {
         .find_map(|l| l.split("native-static-libs:").nth(1))
         .map(|libs| libs.trim().to_string())
         .unwrap_or_else(|| "-lpthread -ldl -lm -lc".to_string())
+}
+
+/// rustc's list, made to work for fully static programs too: there is no
+/// static libgcc_s, and libgcc_eh is the same unwinder as an archive (what
+/// `gcc -static-libgcc` links), so it serves dynamic programs as well.
+fn static_link_libs(rustc_libs: &str) -> String {
+    rustc_libs
+        .split_whitespace()
+        .map(|l| if l == "-lgcc_s" { "-lgcc_eh" } else { l })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

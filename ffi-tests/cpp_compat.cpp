@@ -15,7 +15,7 @@ int main() {
   std::memset(buf, 1, 1000);
   zp_status s = zp_put(pool, buf);
   zp_stats stats{};
-  zp_pool_stats(pool, &stats);
+  if (zp_pool_stats(pool, &stats) != ZP_OK) return 1;
   zp_pool_free(pool);
   return (s == ZP_OK && stats.puts == 1) ? 0 : 1;
 }

@@ -19,7 +19,7 @@ static zp_pool *small_pool(zp_zeroing zeroing) {
 
 static uint64_t rejected(zp_pool *pool) {
   zp_stats s;
-  zp_pool_stats(pool, &s);
+  CHECK_STATUS(zp_pool_stats(pool, &s), ZP_OK);
   return s.rejected_puts;
 }
 
@@ -78,14 +78,14 @@ static void overflow(zp_pool *pool, size_t size) {
   zp_stats before, after;
   unsigned char *buf = (unsigned char *)zp_get(pool, size);
   CHECK(buf != NULL);
-  zp_pool_stats(pool, &before);
+  CHECK_STATUS(zp_pool_stats(pool, &before), ZP_OK);
   /* One byte too many. It must differ from the canary byte it lands on:
    * no byte canary can see a write of the value it already holds (1 buffer
    * in 256 for a fixed value). */
   memset(buf, 0x41, size);
   buf[size] = (unsigned char)~buf[size];
   CHECK_STATUS(zp_put(pool, buf), ZP_ERR_OVERFLOW);
-  zp_pool_stats(pool, &after);
+  CHECK_STATUS(zp_pool_stats(pool, &after), ZP_OK);
   CHECK(after.rejected_puts == before.rejected_puts + 1);
   CHECK(after.pooled_buffers == before.pooled_buffers); /* not kept */
   CHECK(after.outstanding == before.outstanding - 1);

@@ -1,15 +1,27 @@
-/*
- * zeropool.h: a thread-safe, secure-by-default byte-buffer pool.
+/**
+ * @file zeropool.h
+ * @brief ZeroPool: a thread-safe, secure-by-default byte-buffer pool (C API).
+ *
  * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Link with -lzeropool (pkg-config: zeropool; CMake: find_package(zeropool)
+ * and the zeropool::zeropool or zeropool::zeropool_static target). For
+ * C++17 there is a header-only RAII layer over this one: zeropool.hpp.
  *
  * Ownership and threads
  *   - zp_pool is thread safe: any thread may zp_get from and zp_put to it, and
  *     a buffer may be returned from another thread than the one that got it.
+ *     Creating and freeing pools is thread safe too; the one rule is that
+ *     zp_pool_free(pool) must not race with, or be followed by, any other call
+ *     on the same pool except zp_put (see zp_pool_free).
  *   - zp_config is a builder for one thread at a time.
  *   - A buffer from zp_get belongs to the caller until zp_put; zp_pool_free
- *     with buffers still out is allowed (see zp_pool_free).
+ *     with buffers still out is allowed (see zp_pool_free). Never pass a
+ *     buffer to free() or realloc().
  *   - No function aborts or unwinds into C: a caught internal panic is
  *     reported as ZP_ERR_INTERNAL (or NULL from zp_get).
+ *   - No function is async-signal-safe: do not call them from a signal
+ *     handler.
  *   - fork() is safe while other threads use pools (pthread_atfork handlers
  *     hold every zeropool lock across it). In the child, buffers that other
  *     threads held or cached are unreachable and never handed out.
@@ -39,9 +51,16 @@
  *     of a given value is missed in 1 buffer in 256);
  *   - a pointer to memory zeropool has since released may be reported as
  *     ZP_ERR_DOUBLE_PUT rather than ZP_ERR_FOREIGN_BUFFER;
- *   - reads and writes after zp_put, except in AddressSanitizer builds of
- *     zeropool (--cfg zeropool_asan, see .ci/harden), which poison idle
- *     buffers so ASan reports them as use-after-poison.
+ *   - reads and writes after zp_put (use after return).
+ *
+ * Attributes: the functions that return a zp_status or a new object, and
+ * zp_get, are ZP_NODISCARD, so an ignored result is a compiler warning (with
+ * GCC before C23 and C++17 a (void) cast does not silence it: check it).
+ * zp_get is also ZP_MALLOC and ZP_ALLOC_SIZE(2), as malloc is: the compiler
+ * knows the buffer's size, so _FORTIFY_SOURCE and -Warray-bounds can check
+ * accesses, and GCC warns about a constant size above PTRDIFF_MAX. Define
+ * any of these macros (e.g. as empty) before including this header to
+ * override it.
  */
 
 #ifndef ZEROPOOL_H
@@ -57,6 +76,43 @@
 #define ZP_VERSION_MAJOR 0
 #define ZP_VERSION_MINOR 1
 #define ZP_VERSION_PATCH 0
+
+/* Attribute macros for the declarations below. Define any of them before
+   including this header to override it (e.g. as empty). */
+#ifndef ZP_NODISCARD
+#  if defined(__cplusplus) && __cplusplus >= 201703L
+#    define ZP_NODISCARD [[nodiscard]]
+#  elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 202311L
+#    define ZP_NODISCARD [[nodiscard]]
+#  elif defined(__GNUC__)
+#    define ZP_NODISCARD __attribute__((__warn_unused_result__))
+#  else
+#    define ZP_NODISCARD
+#  endif
+#endif
+
+#ifndef ZP_MALLOC
+#  if defined(__GNUC__)
+#    define ZP_MALLOC __attribute__((__malloc__))
+#  else
+#    define ZP_MALLOC
+#  endif
+#endif
+
+#ifndef ZP_ALLOC_SIZE
+#  if defined(__clang__)
+#    if defined(__has_attribute)
+#      if __has_attribute(__alloc_size__)
+#        define ZP_ALLOC_SIZE(n) __attribute__((__alloc_size__(n)))
+#      endif
+#    endif
+#  elif defined(__GNUC__) && (__GNUC__ > 4 || (__GNUC__ == 4 && __GNUC_MINOR__ >= 3))
+#    define ZP_ALLOC_SIZE(n) __attribute__((__alloc_size__(n)))
+#  endif
+#  ifndef ZP_ALLOC_SIZE
+#    define ZP_ALLOC_SIZE(n)
+#  endif
+#endif
 
 /**
  * What a `zp_*` call did. Every function that can fail returns one.
@@ -186,7 +242,7 @@ typedef struct zp_pool zp_pool;
  * without stopping the threads, so a snapshot taken while others work is
  * approximate; once they are quiet it is exact.
  *
- * The same struct is `zp_stats` in C.
+ * `zp_stats` in C, `zeropool::Stats` in Rust.
  */
 typedef struct zp_stats {
   /**
@@ -245,147 +301,287 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * A buffer of at least `size` bytes (exactly `size` usable; the capacity
- * may be larger), page aligned. With the default zeroing every byte is
- * zero. NULL on failure: `zp_last_error()` then says why
- * (ZP_ERR_NULL_POINTER, ZP_ERR_TOO_LARGE, ZP_ERR_OUT_OF_MEMORY). A size of
- * 0 gives a valid buffer that must be returned like any other. Thread safe.
+ * Gets a buffer from the pool.
+ *
+ * @param pool  a live pool.
+ * @param size  the bytes needed; 0 gives a valid buffer that must be returned
+ *              like any other.
+ * @return a page-aligned buffer of exactly `size` usable bytes (all zero
+ *         unless the pool's zeroing is ZP_ZERO_NEVER), owned by the caller
+ *         until it is given back with `zp_put` (never with free()). NULL on
+ *         failure: `zp_last_error()` then says why (ZP_ERR_NULL_POINTER,
+ *         ZP_ERR_TOO_LARGE: no buffer can hold `size`, e.g. SIZE_MAX, and
+ *         nothing was allocated; ZP_ERR_OUT_OF_MEMORY).
+ *
+ * Thread safety: thread safe; not after `zp_pool_free(pool)`.
  */
-void *zp_get(struct zp_pool *pool, size_t size);
+ZP_NODISCARD void *zp_get(struct zp_pool *pool, size_t size) ZP_MALLOC ZP_ALLOC_SIZE(2);
 
 /**
  * Why this thread's most recent failed `zp_get` failed. Like errno, it is
- * only meaningful right after `zp_get` returned NULL. Thread safe.
- */
-zp_status zp_last_error(void);
-
-/**
- * Returns a buffer to `pool`, from any thread. Validates before it trusts:
- * - ZP_ERR_NULL_POINTER: `pool` or `buf` is NULL.
- * - ZP_ERR_FOREIGN_BUFFER: `buf` was not handed out by zeropool, or is an
- *   interior pointer of a buffer.
- * - ZP_ERR_WRONG_POOL: `buf` came from another pool (it stays yours).
- * - ZP_ERR_DOUBLE_PUT: `buf` was already returned (also when two threads
- *   return it at the same instant: exactly one of them gets ZP_OK).
- * - ZP_ERR_OVERFLOW: bytes right after the requested size were written;
- *   the buffer is scrubbed and its memory given back, never reused as it is.
+ * only meaningful right after `zp_get` returned NULL.
  *
- * Each rejection leaves the pool intact and is counted in
- * `rejected_puts`. `pool` is never dereferenced here, so a buffer got
- * before `zp_pool_free(pool)` can still be returned with that pointer.
+ * @return the status of this thread's last failed `zp_get`.
+ *
+ * Thread safety: thread safe (the value is per thread).
  */
-zp_status zp_put(struct zp_pool *pool, void *buf);
+ZP_NODISCARD zp_status zp_last_error(void);
 
 /**
- * A configuration with every setting at its default (auto-configured from
- * the CPU count). Free it with `zp_config_free`. NULL when out of memory.
+ * Returns a buffer to its pool, from any thread. Validates before it
+ * trusts: the pointer is looked up in the slot metadata (arithmetic and
+ * two table loads) before anything is dereferenced, and the buffer is
+ * taken back with one compare-and-swap, so when two threads return the
+ * same buffer at the same instant exactly one of them gets ZP_OK. (A
+ * second return that comes after the buffer was handed out again cannot
+ * be told from its new holder's return: addresses are reused.)
+ *
+ * @param pool  the pool `buf` came from; it may have been freed since with
+ *              `zp_pool_free` (the pointer is never dereferenced here), and
+ *              the buffer is then released.
+ * @param buf   a buffer from `zp_get`; the caller must not use it afterwards.
+ * @return ZP_OK, or:
+ *         - ZP_ERR_NULL_POINTER: `pool` or `buf` is NULL;
+ *         - ZP_ERR_FOREIGN_BUFFER: `buf` was not handed out by zeropool, or is
+ *           an interior pointer of a buffer;
+ *         - ZP_ERR_WRONG_POOL: `buf` came from another pool (it stays yours);
+ *         - ZP_ERR_DOUBLE_PUT: `buf` was already returned;
+ *         - ZP_ERR_OVERFLOW: bytes right after the requested size were
+ *           written; the buffer is scrubbed and its memory given back,
+ *           never reused as it is.
+ *         Each rejection leaves the pool intact and is counted in
+ *         `rejected_puts`.
+ *
+ * Thread safety: thread safe, also concurrently with `zp_pool_free(pool)`.
  */
-struct zp_config *zp_config_new(void);
+ZP_NODISCARD zp_status zp_put(struct zp_pool *pool, void *buf);
 
 /**
- * Frees a configuration. NULL is a no-op. Pools built from it are not
- * affected.
+ * Creates a pool configuration with every setting at its default
+ * (auto-configured from the CPU count).
+ *
+ * Settings are validated as they are set; pass the configuration to
+ * `zp_pool_new_with_config`, then free it with `zp_config_free`.
+ *
+ * @return a new configuration owned by the caller, or NULL when out of
+ *         memory.
+ *
+ * Thread safety: may be called from any thread.
+ */
+ZP_NODISCARD struct zp_config *zp_config_new(void);
+
+/**
+ * Frees a configuration. Pools built from it are not affected.
+ *
+ * @param cfg  a configuration from `zp_config_new`, or NULL (a no-op). It
+ *             must not be used afterwards, and must not be in use by
+ *             another thread.
  */
 void zp_config_free(struct zp_config *cfg);
 
 /**
- * Buffers each thread caches for the pool, 0..=1024 (0 disables the
- * thread cache). Returns ZP_OK, ZP_ERR_NULL_POINTER or
- * ZP_ERR_INVALID_ARGUMENT (the configuration is then unchanged).
+ * Sets how many buffers each thread caches for the pool.
+ *
+ * @param cfg  the configuration to change.
+ * @param buffers  0..=1024; 0 disables the thread cache.
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT if `buffers` is out of range (the
+ *         configuration is then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_tls_cache_size(struct zp_config *cfg, size_t buffers);
+ZP_NODISCARD zp_status zp_config_set_tls_cache_size(struct zp_config *cfg, size_t buffers);
 
 /**
- * Smallest buffer capacity, 1 byte..=1 TiB (rounded up to a power of two
- * of at least one page). Default 1 MiB. Returns ZP_OK,
- * ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+ * Sets the smallest buffer capacity (default 1 MiB).
+ *
+ * @param cfg  the configuration to change.
+ * @param bytes  1 byte..=1 TiB, rounded up to a power of two of at least
+ *               one page.
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT if `bytes` is out of range (the
+ *         configuration is then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_min_buffer_size(struct zp_config *cfg, size_t bytes);
+ZP_NODISCARD zp_status zp_config_set_min_buffer_size(struct zp_config *cfg, size_t bytes);
 
 /**
- * Idle buffers each shard keeps, 1..=2^20. Returns ZP_OK,
- * ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+ * Sets how many idle buffers each shard keeps per size class.
+ *
+ * @param cfg  the configuration to change.
+ * @param buffers  1..=2^20.
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT if `buffers` is out of range (the
+ *         configuration is then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_max_buffers_per_shard(struct zp_config *cfg, size_t buffers);
+ZP_NODISCARD zp_status zp_config_set_max_buffers_per_shard(struct zp_config *cfg, size_t buffers);
 
 /**
- * Number of shards: a power of two, 1..=1024. Returns ZP_OK,
- * ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+ * Sets the number of shards of the pool's shared part.
+ *
+ * @param cfg  the configuration to change.
+ * @param shards  a power of two, 1..=1024.
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT if `shards` is not a power of two in range
+ *         (the configuration is then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_num_shards(struct zp_config *cfg, size_t shards);
+ZP_NODISCARD zp_status zp_config_set_num_shards(struct zp_config *cfg, size_t shards);
 
 /**
- * Lock buffers in RAM (mlock) and exclude them from core dumps. When the
+ * Locks buffers in RAM (mlock) and excludes them from core dumps. When the
  * system refuses, buffers stay usable and `pin_failures` counts it.
- * Returns ZP_OK or ZP_ERR_NULL_POINTER.
+ *
+ * @param cfg  the configuration to change.
+ * @param pinned  true to pin, false (the default) not to.
+ * @return ZP_OK, or ZP_ERR_NULL_POINTER if `cfg` is NULL.
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_pinned_memory(struct zp_config *cfg, bool pinned);
+ZP_NODISCARD zp_status zp_config_set_pinned_memory(struct zp_config *cfg, bool pinned);
 
 /**
- * One of the `zp_eviction_policy` values. Returns ZP_OK,
- * ZP_ERR_NULL_POINTER, or ZP_ERR_INVALID_ARGUMENT for any other value.
+ * Sets which idle buffers are released first when the budget is exceeded.
+ *
+ * @param cfg  the configuration to change.
+ * @param policy  one of the `zp_eviction_policy` values (default
+ *                ZP_EVICTION_CLOCK_PRO).
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT for any other value (the configuration is
+ *         then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_eviction_policy(struct zp_config *cfg, zp_eviction_policy policy);
+ZP_NODISCARD
+zp_status zp_config_set_eviction_policy(struct zp_config *cfg,
+                                        zp_eviction_policy policy);
 
 /**
- * One of the `zp_zeroing` values. Returns ZP_OK, ZP_ERR_NULL_POINTER, or
- * ZP_ERR_INVALID_ARGUMENT for any other value.
+ * Sets when buffers are zeroed (see `zp_zeroing`).
+ *
+ * @param cfg  the configuration to change.
+ * @param zeroing  one of the `zp_zeroing` values (default ZP_ZERO_ALWAYS).
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT for any other value (the configuration is
+ *         then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_zeroing(struct zp_config *cfg, zp_zeroing zeroing);
+ZP_NODISCARD zp_status zp_config_set_zeroing(struct zp_config *cfg, zp_zeroing zeroing);
 
 /**
- * Budget for idle bytes (shared shards plus every thread's cache); 0
- * keeps nothing idle. Returns ZP_OK or ZP_ERR_NULL_POINTER.
+ * Sets the budget for idle bytes (shared shards plus every thread's cache).
+ *
+ * @param cfg  the configuration to change.
+ * @param bytes  any value; 0 keeps nothing idle.
+ * @return ZP_OK, or ZP_ERR_NULL_POINTER if `cfg` is NULL.
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
  */
-zp_status zp_config_set_max_pooled_bytes(struct zp_config *cfg, size_t bytes);
+ZP_NODISCARD zp_status zp_config_set_max_pooled_bytes(struct zp_config *cfg, size_t bytes);
 
 /**
- * A pool with every setting at its default (auto-configured from the CPU
- * count). NULL when out of memory.
+ * Creates a pool with every setting at its default (auto-configured from
+ * the CPU count).
+ *
+ * @return a new pool owned by the caller (free it with `zp_pool_free`), or
+ *         NULL when out of memory.
+ *
+ * Thread safety: may be called from any thread, concurrently with any other
+ * call.
  */
-struct zp_pool *zp_pool_new(void);
+ZP_NODISCARD struct zp_pool *zp_pool_new(void);
 
 /**
- * A pool built from `cfg` (which stays owned by the caller), stored in
- * `*out`. Returns ZP_OK, ZP_ERR_NULL_POINTER (cfg or out is NULL),
- * ZP_ERR_INVALID_ARGUMENT or ZP_ERR_OUT_OF_MEMORY; `*out` is set to NULL
- * on failure when `out` is not NULL.
+ * Creates a pool from a configuration.
+ *
+ * @param cfg  the settings; it stays owned by the caller, and may be changed
+ *             or freed as soon as this returns.
+ * @param out  where the new pool is stored (owned by the caller; free it
+ *             with `zp_pool_free`). Set to NULL on failure when `out` is not
+ *             NULL.
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` or `out` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT if the settings do not fit together;
+ *         ZP_ERR_OUT_OF_MEMORY.
+ *
+ * Thread safety: may be called from any thread, concurrently with any other
+ * call; `cfg` must not be changed by another thread meanwhile.
  */
-zp_status zp_pool_new_with_config(const struct zp_config *cfg, struct zp_pool **out);
+ZP_NODISCARD zp_status zp_pool_new_with_config(const struct zp_config *cfg, struct zp_pool **out);
 
 /**
- * Frees a pool. NULL is a no-op. Buffers still out stay valid; return them
- * later with `zp_put` and this same (now freed) pointer value, and they are
- * released then. Idle buffers are released now, scrubbed.
+ * Frees a pool. Idle buffers are released now, scrubbed; buffers still out
+ * stay valid: return them later with `zp_put` and this same (now freed)
+ * pointer value, and they are released then. The pool's memory is gone once
+ * the last one is back. Idle buffers in other threads' caches are released
+ * at that thread's next zeropool call or its exit.
+ *
+ * @param pool  a pool from `zp_pool_new` or `zp_pool_new_with_config`, or
+ *              NULL (a no-op).
+ *
+ * Thread safety: pools are independent, so freeing one never disturbs
+ * another. For this pool, `zp_pool_free` must not run concurrently with,
+ * nor be followed by, any call that uses it (`zp_get`, `zp_pool_stats`,
+ * `zp_pool_trim`, a second `zp_pool_free`); the exception is `zp_put`,
+ * which may run concurrently with it and after it.
  */
 void zp_pool_free(struct zp_pool *pool);
 
 /**
- * Copies the pool's counters into `*out`. Returns ZP_OK or
- * ZP_ERR_NULL_POINTER. Thread safe; sums of per-thread counters are exact
- * once other threads are quiet.
+ * Copies the pool's counters.
+ *
+ * @param pool  a live pool.
+ * @param out   where the counters are written.
+ * @return ZP_OK, or ZP_ERR_NULL_POINTER if `pool` or `out` is NULL.
+ *
+ * Thread safety: thread safe. Sums of per-thread counters are read without
+ * stopping other threads, so they are exact once other threads are quiet.
  */
-zp_status zp_pool_stats(const struct zp_pool *pool, struct zp_stats *out);
+ZP_NODISCARD zp_status zp_pool_stats(const struct zp_pool *pool, struct zp_stats *out);
 
 /**
  * Releases every idle buffer (scrubbed): the shards' and this thread's
- * cache now, other threads' caches at their next call. Returns ZP_OK or
- * ZP_ERR_NULL_POINTER. Thread safe.
+ * cache now, other threads' caches at their next call.
+ *
+ * @param pool  a live pool.
+ * @return ZP_OK, or ZP_ERR_NULL_POINTER if `pool` is NULL.
+ *
+ * Thread safety: thread safe.
  */
-zp_status zp_pool_trim(struct zp_pool *pool);
+ZP_NODISCARD zp_status zp_pool_trim(struct zp_pool *pool);
 
 /**
- * A static, NUL-terminated description of `status` (a `zp_status`
- * value); never NULL, also for unknown values. Thread safe.
+ * Describes a status code.
+ *
+ * @param status  a `zp_status` value (unknown values are accepted).
+ * @return a static, NUL-terminated description, never NULL; do not free it.
+ *
+ * Thread safety: thread safe.
  */
-const char *zp_status_str(zp_status status);
+ZP_NODISCARD const char *zp_status_str(zp_status status);
 
 /**
- * The library version, "MAJOR.MINOR.PATCH" (static, NUL-terminated; the
- * same numbers as `ZP_VERSION_MAJOR`/`MINOR`/`PATCH` in the header this
- * library was built with). Thread safe.
+ * The version of the library that is loaded.
+ *
+ * @return "MAJOR.MINOR.PATCH", static and NUL-terminated (do not free it);
+ *         compare with `ZP_VERSION_MAJOR`/`MINOR`/`PATCH` from the header the
+ *         program was built with.
+ *
+ * Thread safety: thread safe.
  */
-const char *zp_version(void);
+ZP_NODISCARD const char *zp_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

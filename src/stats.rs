@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 /// without stopping the threads, so a snapshot taken while others work is
 /// approximate; once they are quiet it is exact.
 ///
-/// The same struct is `zp_stats` in C.
+/// `zp_stats` in C, `zeropool::Stats` in Rust.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {

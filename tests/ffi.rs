@@ -161,7 +161,15 @@ fn shared_library_has_the_soname() {
 #[test]
 fn c_programs_are_clean_under_valgrind_memcheck() {
     let found = Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(found, "valgrind is required for this test; install it with: apt-get install -y valgrind");
+    if !found {
+        // Fails under CI (and .ci/test, which installs valgrind); elsewhere
+        // one line, straight to stderr (libtest swallows eprintln! output).
+        let msg = "`valgrind` is not installed; .ci/test installs what the tests need";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "c_programs_are_clean_under_valgrind_memcheck: {msg}");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped c_programs_are_clean_under_valgrind_memcheck: {msg}");
+        return;
+    }
     for source in ["api.c", "misuse.c", "free_while_busy.c"] {
         let exe = build(source, Link::Static);
         let out = Command::new("valgrind")
@@ -172,4 +180,125 @@ fn c_programs_are_clean_under_valgrind_memcheck() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{source} under memcheck (invalid access or definite leak):\n{text}");
     }
+}
+
+#[test]
+fn cpp_wrapper_static() {
+    run("hpp.cpp", Link::Static);
+}
+
+#[test]
+fn cpp_wrapper_shared() {
+    run("hpp.cpp", Link::Shared);
+}
+
+/// Compiles `code` (a file's text) with the C or C++ compiler and `flags`;
+/// true when it compiles, and the compiler's messages.
+fn compiles(code: &str, cpp: bool, flags: &[&str]) -> (bool, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let src = scratch().join(format!("strict-{n}.{}", if cpp { "cpp" } else { "c" }));
+    std::fs::write(&src, code).unwrap();
+    let compiler = cc::Build::new()
+        .cargo_metadata(false)
+        .target(env!("ZP_TARGET"))
+        .host(env!("ZP_TARGET"))
+        .opt_level(2)
+        .cpp(cpp)
+        .get_compiler();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = compiler
+        .to_command()
+        // Compiled, not just parsed: GCC reports unused results later.
+        .args(["-c", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .args(flags)
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(src.with_extension("o"))
+        .output()
+        .expect("the C compiler should run");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Uses every function, checking every status, as a careful user would.
+const EVERY_FUNCTION: &str = r#"
+#include <zeropool.h>
+#include <stdio.h>
+
+int main(void) {
+  zp_config *cfg = zp_config_new();
+  zp_pool *pool = NULL;
+  zp_stats stats;
+  void *buf;
+  if (!cfg) return 1;
+  if (zp_config_set_tls_cache_size(cfg, 4) != ZP_OK || zp_config_set_min_buffer_size(cfg, 4096) != ZP_OK ||
+      zp_config_set_max_buffers_per_shard(cfg, 8) != ZP_OK || zp_config_set_num_shards(cfg, 2) != ZP_OK ||
+      zp_config_set_pinned_memory(cfg, false) != ZP_OK ||
+      zp_config_set_eviction_policy(cfg, ZP_EVICTION_LIFO) != ZP_OK ||
+      zp_config_set_zeroing(cfg, ZP_ZERO_ON_PUT) != ZP_OK || zp_config_set_max_pooled_bytes(cfg, 1 << 20) != ZP_OK ||
+      zp_pool_new_with_config(cfg, &pool) != ZP_OK)
+    return 1;
+  zp_config_free(cfg);
+  buf = zp_get(pool, 100);
+  if (!buf) return (int)zp_last_error();
+  if (zp_put(pool, buf) != ZP_OK || zp_pool_stats(pool, &stats) != ZP_OK || zp_pool_trim(pool) != ZP_OK) return 1;
+  printf("%s %s %d.%d.%d\n", zp_version(), zp_status_str(ZP_OK), ZP_VERSION_MAJOR, ZP_VERSION_MINOR, ZP_VERSION_PATCH);
+  zp_pool_free(zp_pool_new());
+  zp_pool_free(pool);
+  return 0;
+}
+"#;
+
+/// The header is clean under -Wall -Wextra -Werror -pedantic in every C and
+/// C++ standard it supports, zeropool.hpp in C++17 and C++20, and an
+/// ignored status is a warning (ZP_NODISCARD).
+#[test]
+fn headers_are_clean_in_every_standard() {
+    let mut failures = Vec::new();
+    for std in ["c99", "c11", "c17"] {
+        let (ok, err) = compiles(EVERY_FUNCTION, false, &[&format!("-std={std}")]);
+        if !ok {
+            failures.push(format!("zeropool.h, -std={std}:\n{err}"));
+        }
+    }
+    for std in ["c++11", "c++14", "c++17", "c++20"] {
+        let (ok, err) = compiles(EVERY_FUNCTION, true, &[&format!("-std={std}")]);
+        if !ok {
+            failures.push(format!("zeropool.h, -std={std}:\n{err}"));
+        }
+    }
+    let hpp = format!("#include <zeropool.hpp>\n{}", include_str!("../ffi-tests/hpp.cpp").replace("#include \"zeropool.hpp\"", ""));
+    for std in ["c++17", "c++20"] {
+        let (ok, err) = compiles(&hpp, true, &[&format!("-std={std}")]);
+        if !ok {
+            failures.push(format!("zeropool.hpp, -std={std}:\n{err}"));
+        }
+    }
+    let (ok, err) = compiles("#include <zeropool.hpp>\nint main() { return 0; }\n", true, &["-std=c++14"]);
+    if ok || !err.contains("C++17") {
+        failures.push(format!("zeropool.hpp must refuse C++14 with a clear message:\n{err}"));
+    }
+    // An ignored status or buffer is a warning, so an error here.
+    let ignored_put = "#include <zeropool.h>\nint main(void) { zp_pool *p = zp_pool_new(); zp_put(p, 0); zp_pool_free(p); return 0; }\n";
+    let ignored_get = "#include <zeropool.h>\nint main(void) { zp_pool *p = zp_pool_new(); zp_get(p, 1); zp_pool_free(p); return 0; }\n";
+    for (code, cpp, std) in [
+        (ignored_put, false, "c11"),
+        (ignored_get, false, "c11"),
+        (ignored_put, true, "c++11"),
+        (ignored_put, true, "c++17"),
+        (ignored_get, true, "c++20"),
+    ] {
+        let (ok, err) = compiles(code, cpp, &[&format!("-std={std}")]);
+        if ok || !err.contains("unused") && !err.contains("nodiscard") {
+            failures.push(format!("an ignored result compiles silently with -std={std}:\n{code}\n{err}"));
+        }
+    }
+    // Users can opt out.
+    let (ok, err) = compiles(&format!("#define ZP_NODISCARD\n{ignored_put}"), false, &["-std=c11"]);
+    if !ok {
+        failures.push(format!("defining ZP_NODISCARD empty does not silence it:\n{err}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -7,11 +7,14 @@ use std::path::Path;
 fn generate() -> String {
     let dir = env!("CARGO_MANIFEST_DIR");
     let mut config = cbindgen::Config::from_file(Path::new(dir).join("cbindgen.toml")).unwrap();
+    // The version macros come from Cargo.toml; the rest of `after_includes`
+    // (the attribute macros) from cbindgen.toml.
     config.after_includes = Some(format!(
-        "\n#define ZP_VERSION_MAJOR {}\n#define ZP_VERSION_MINOR {}\n#define ZP_VERSION_PATCH {}",
+        "\n#define ZP_VERSION_MAJOR {}\n#define ZP_VERSION_MINOR {}\n#define ZP_VERSION_PATCH {}\n{}",
         env!("CARGO_PKG_VERSION_MAJOR"),
         env!("CARGO_PKG_VERSION_MINOR"),
         env!("CARGO_PKG_VERSION_PATCH"),
+        config.after_includes.as_deref().unwrap_or(""),
     ));
     let mut out = Vec::new();
     cbindgen::Builder::new()

@@ -30,6 +30,8 @@ static double median(double *v) {
 
 /* Keeps the compiler from dropping the allocation. */
 static void *volatile sink;
+/* zp_put statuses other than ZP_OK (there must be none). */
+static unsigned long put_failures;
 
 static double bench_pool(zp_pool *pool, size_t size, long iters) {
   double t[RUNS];
@@ -38,7 +40,7 @@ static double bench_pool(zp_pool *pool, size_t size, long iters) {
     for (long i = 0; i < iters; i++) {
       void *p = zp_get(pool, size);
       sink = p;
-      zp_put(pool, p);
+      put_failures += zp_put(pool, p) != ZP_OK;
     }
     t[r] = (now_ns() - start) / iters;
   }
@@ -62,9 +64,9 @@ static double bench_malloc(size_t size, long iters) {
 int main(int argc, char **argv) {
   long iters = argc > 1 ? atol(argv[1]) : 2000000;
   zp_config *cfg = zp_config_new();
-  zp_config_set_min_buffer_size(cfg, 4096);
-  zp_config_set_zeroing(cfg, ZP_ZERO_NEVER);
-  zp_config_set_max_pooled_bytes(cfg, 256u << 20);
+  if (zp_config_set_min_buffer_size(cfg, 4096) != ZP_OK || zp_config_set_zeroing(cfg, ZP_ZERO_NEVER) != ZP_OK ||
+      zp_config_set_max_pooled_bytes(cfg, 256u << 20) != ZP_OK)
+    return 1;
   zp_pool *pool = NULL;
   if (zp_pool_new_with_config(cfg, &pool) != ZP_OK) return 1;
   zp_config_free(cfg);
@@ -77,5 +79,9 @@ int main(int argc, char **argv) {
     printf("%-8zu %11.1f ns %11.1f ns %7.2fx\n", sizes[i], zp, m, m / zp);
   }
   zp_pool_free(pool);
+  if (put_failures) {
+    fprintf(stderr, "%lu zp_put calls failed\n", put_failures);
+    return 1;
+  }
   return 0;
 }

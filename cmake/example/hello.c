@@ -6,7 +6,7 @@
 
 int main(void) {
   zp_config *cfg = zp_config_new();
-  zp_config_set_min_buffer_size(cfg, 64 * 1024);
+  if (zp_config_set_min_buffer_size(cfg, 64 * 1024) != ZP_OK) return 1;
   zp_pool *pool = NULL;
   zp_status s = zp_pool_new_with_config(cfg, &pool);
   zp_config_free(cfg);
@@ -25,7 +25,7 @@ int main(void) {
   s = zp_put(pool, buf); /* scrubbed, kept for the next zp_get */
 
   zp_stats stats;
-  zp_pool_stats(pool, &stats);
+  if (zp_pool_stats(pool, &stats) != ZP_OK) return 1;
   printf("zeropool %s: %s, gets=%llu puts=%llu idle=%llu bytes\n", zp_version(), zp_status_str(s),
          (unsigned long long)stats.gets, (unsigned long long)stats.puts,
          (unsigned long long)stats.pooled_bytes);

@@ -1,27 +1,25 @@
-// zeropool from C++: a RAII wrapper over the C API.
+// zeropool from C++17, through the RAII layer in zeropool.hpp.
 #include <cstdio>
 #include <cstring>
-#include <memory>
+#include <stdexcept>
 
-#include <zeropool.h>
-
-struct PoolDeleter {
-  void operator()(zp_pool *p) const { zp_pool_free(p); }
-};
-using Pool = std::unique_ptr<zp_pool, PoolDeleter>;
+#include <zeropool.hpp>
 
 int main() {
-  Pool pool(zp_pool_new());
-  if (!pool) return 1;
-  auto deleter = [&](void *b) { zp_put(pool.get(), b); };
-  std::unique_ptr<char, decltype(deleter)> buf(static_cast<char *>(zp_get(pool.get(), 4096)), deleter);
-  if (!buf) return 1;
-  std::strcpy(buf.get(), "hello from zeropool (C++)");
-  std::puts(buf.get());
-  buf.reset();  // back to the pool
-  zp_stats stats{};
-  zp_pool_stats(pool.get(), &stats);
-  std::printf("puts=%llu rejected=%llu\n", (unsigned long long)stats.puts,
-              (unsigned long long)stats.rejected_puts);
+  zeropool::pool pool{zeropool::config{}.min_buffer_size(64 * 1024).max_pooled_bytes(16u << 20)};
+  {
+    zeropool::buffer buf = pool.get(4096);  // 4096 zeroed bytes, move-only
+    std::strcpy(reinterpret_cast<char *>(buf.data()), "hello from zeropool (C++)");
+    std::puts(reinterpret_cast<const char *>(buf.data()));
+  }  // back to the pool here
+  try {
+    zeropool::config{}.num_shards(3);  // not a power of two
+    return 1;
+  } catch (const std::invalid_argument &e) {
+    std::printf("bad setting: %s\n", e.what());
+  }
+  zp_stats stats = pool.stats();
+  std::printf("puts=%llu rejected=%llu\n", static_cast<unsigned long long>(stats.puts),
+              static_cast<unsigned long long>(stats.rejected_puts));
   return stats.puts == 1 && stats.rejected_puts == 0 ? 0 : 1;
 }

@@ -22,11 +22,21 @@ use crate::region::chunk::{Refused, SlotRef};
 /// Bytes of the overflow canary written after a C buffer's length.
 const CANARY_LEN: usize = 8;
 
-/// A buffer of at least `size` bytes (exactly `size` usable; the capacity
-/// may be larger), page aligned. With the default zeroing every byte is
-/// zero. NULL on failure: `zp_last_error()` then says why
-/// (ZP_ERR_NULL_POINTER, ZP_ERR_TOO_LARGE, ZP_ERR_OUT_OF_MEMORY). A size of
-/// 0 gives a valid buffer that must be returned like any other. Thread safe.
+/// Gets a buffer from the pool.
+///
+/// @param pool  a live pool.
+/// @param size  the bytes needed; 0 gives a valid buffer that must be returned
+///              like any other.
+/// @return a page-aligned buffer of exactly `size` usable bytes (all zero
+///         unless the pool's zeroing is ZP_ZERO_NEVER), owned by the caller
+///         until it is given back with `zp_put` (never with free()). NULL on
+///         failure: `zp_last_error()` then says why (ZP_ERR_NULL_POINTER,
+///         ZP_ERR_TOO_LARGE: no buffer can hold `size`, e.g. SIZE_MAX, and
+///         nothing was allocated; ZP_ERR_OUT_OF_MEMORY).
+///
+/// Thread safety: thread safe; not after `zp_pool_free(pool)`.
+/// cbindgen:prefix=ZP_NODISCARD
+/// cbindgen:postfix=ZP_MALLOC ZP_ALLOC_SIZE(2)
 #[no_mangle]
 pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
     // The closure returns one word: a wider result travels through memory
@@ -81,25 +91,43 @@ fn hand_out(mut buf: Buffer) -> *mut c_void {
 }
 
 /// Why this thread's most recent failed `zp_get` failed. Like errno, it is
-/// only meaningful right after `zp_get` returned NULL. Thread safe.
+/// only meaningful right after `zp_get` returned NULL.
+///
+/// @return the status of this thread's last failed `zp_get`.
+///
+/// Thread safety: thread safe (the value is per thread).
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_last_error() -> zp_status {
     boundary(ZP_ERR_INTERNAL, last_error)
 }
 
-/// Returns a buffer to `pool`, from any thread. Validates before it trusts:
-/// - ZP_ERR_NULL_POINTER: `pool` or `buf` is NULL.
-/// - ZP_ERR_FOREIGN_BUFFER: `buf` was not handed out by zeropool, or is an
-///   interior pointer of a buffer.
-/// - ZP_ERR_WRONG_POOL: `buf` came from another pool (it stays yours).
-/// - ZP_ERR_DOUBLE_PUT: `buf` was already returned (also when two threads
-///   return it at the same instant: exactly one of them gets ZP_OK).
-/// - ZP_ERR_OVERFLOW: bytes right after the requested size were written;
-///   the buffer is scrubbed and its memory given back, never reused as it is.
+/// Returns a buffer to its pool, from any thread. Validates before it
+/// trusts: the pointer is looked up in the slot metadata (arithmetic and
+/// two table loads) before anything is dereferenced, and the buffer is
+/// taken back with one compare-and-swap, so when two threads return the
+/// same buffer at the same instant exactly one of them gets ZP_OK. (A
+/// second return that comes after the buffer was handed out again cannot
+/// be told from its new holder's return: addresses are reused.)
 ///
-/// Each rejection leaves the pool intact and is counted in
-/// `rejected_puts`. `pool` is never dereferenced here, so a buffer got
-/// before `zp_pool_free(pool)` can still be returned with that pointer.
+/// @param pool  the pool `buf` came from; it may have been freed since with
+///              `zp_pool_free` (the pointer is never dereferenced here), and
+///              the buffer is then released.
+/// @param buf   a buffer from `zp_get`; the caller must not use it afterwards.
+/// @return ZP_OK, or:
+///         - ZP_ERR_NULL_POINTER: `pool` or `buf` is NULL;
+///         - ZP_ERR_FOREIGN_BUFFER: `buf` was not handed out by zeropool, or is
+///           an interior pointer of a buffer;
+///         - ZP_ERR_WRONG_POOL: `buf` came from another pool (it stays yours);
+///         - ZP_ERR_DOUBLE_PUT: `buf` was already returned;
+///         - ZP_ERR_OVERFLOW: bytes right after the requested size were
+///           written; the buffer is scrubbed and its memory given back,
+///           never reused as it is.
+///         Each rejection leaves the pool intact and is counted in
+///         `rejected_puts`.
+///
+/// Thread safety: thread safe, also concurrently with `zp_pool_free(pool)`.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
     boundary(ZP_ERR_INTERNAL, || {

@@ -20,8 +20,17 @@ impl zp_config {
     }
 }
 
-/// A configuration with every setting at its default (auto-configured from
-/// the CPU count). Free it with `zp_config_free`. NULL when out of memory.
+/// Creates a pool configuration with every setting at its default
+/// (auto-configured from the CPU count).
+///
+/// Settings are validated as they are set; pass the configuration to
+/// `zp_pool_new_with_config`, then free it with `zp_config_free`.
+///
+/// @return a new configuration owned by the caller, or NULL when out of
+///         memory.
+///
+/// Thread safety: may be called from any thread.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_new() -> *mut zp_config {
     boundary(ptr::null_mut(), || match try_box(zp_config { builder: Builder::new() }) {
@@ -30,8 +39,11 @@ pub extern "C" fn zp_config_new() -> *mut zp_config {
     })
 }
 
-/// Frees a configuration. NULL is a no-op. Pools built from it are not
-/// affected.
+/// Frees a configuration. Pools built from it are not affected.
+///
+/// @param cfg  a configuration from `zp_config_new`, or NULL (a no-op). It
+///             must not be used afterwards, and must not be in use by
+///             another thread.
 #[no_mangle]
 pub extern "C" fn zp_config_free(cfg: *mut zp_config) {
     boundary((), || {
@@ -63,46 +75,98 @@ fn update(cfg: *mut zp_config, set: impl FnOnce(Builder) -> Builder) -> zp_statu
     })
 }
 
-/// Buffers each thread caches for the pool, 0..=1024 (0 disables the
-/// thread cache). Returns ZP_OK, ZP_ERR_NULL_POINTER or
-/// ZP_ERR_INVALID_ARGUMENT (the configuration is then unchanged).
+/// Sets how many buffers each thread caches for the pool.
+///
+/// @param cfg  the configuration to change.
+/// @param buffers  0..=1024; 0 disables the thread cache.
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT if `buffers` is out of range (the
+///         configuration is then unchanged).
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_tls_cache_size(cfg: *mut zp_config, buffers: usize) -> zp_status {
     update(cfg, |b| b.tls_cache_size(buffers))
 }
 
-/// Smallest buffer capacity, 1 byte..=1 TiB (rounded up to a power of two
-/// of at least one page). Default 1 MiB. Returns ZP_OK,
-/// ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+/// Sets the smallest buffer capacity (default 1 MiB).
+///
+/// @param cfg  the configuration to change.
+/// @param bytes  1 byte..=1 TiB, rounded up to a power of two of at least
+///               one page.
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT if `bytes` is out of range (the
+///         configuration is then unchanged).
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_min_buffer_size(cfg: *mut zp_config, bytes: usize) -> zp_status {
     update(cfg, |b| b.min_buffer_size(bytes))
 }
 
-/// Idle buffers each shard keeps, 1..=2^20. Returns ZP_OK,
-/// ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+/// Sets how many idle buffers each shard keeps per size class.
+///
+/// @param cfg  the configuration to change.
+/// @param buffers  1..=2^20.
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT if `buffers` is out of range (the
+///         configuration is then unchanged).
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_max_buffers_per_shard(cfg: *mut zp_config, buffers: usize) -> zp_status {
     update(cfg, |b| b.max_buffers_per_shard(buffers))
 }
 
-/// Number of shards: a power of two, 1..=1024. Returns ZP_OK,
-/// ZP_ERR_NULL_POINTER or ZP_ERR_INVALID_ARGUMENT.
+/// Sets the number of shards of the pool's shared part.
+///
+/// @param cfg  the configuration to change.
+/// @param shards  a power of two, 1..=1024.
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT if `shards` is not a power of two in range
+///         (the configuration is then unchanged).
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_num_shards(cfg: *mut zp_config, shards: usize) -> zp_status {
     update(cfg, |b| b.num_shards(shards))
 }
 
-/// Lock buffers in RAM (mlock) and exclude them from core dumps. When the
+/// Locks buffers in RAM (mlock) and excludes them from core dumps. When the
 /// system refuses, buffers stay usable and `pin_failures` counts it.
-/// Returns ZP_OK or ZP_ERR_NULL_POINTER.
+///
+/// @param cfg  the configuration to change.
+/// @param pinned  true to pin, false (the default) not to.
+/// @return ZP_OK, or ZP_ERR_NULL_POINTER if `cfg` is NULL.
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_pinned_memory(cfg: *mut zp_config, pinned: bool) -> zp_status {
     update(cfg, |b| b.pinned_memory(pinned))
 }
 
-/// One of the `zp_eviction_policy` values. Returns ZP_OK,
-/// ZP_ERR_NULL_POINTER, or ZP_ERR_INVALID_ARGUMENT for any other value.
+/// Sets which idle buffers are released first when the budget is exceeded.
+///
+/// @param cfg  the configuration to change.
+/// @param policy  one of the `zp_eviction_policy` values (default
+///                ZP_EVICTION_CLOCK_PRO).
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT for any other value (the configuration is
+///         then unchanged).
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_eviction_policy(cfg: *mut zp_config, policy: PolicyArg) -> zp_status {
     let policy = match policy {
@@ -114,8 +178,17 @@ pub extern "C" fn zp_config_set_eviction_policy(cfg: *mut zp_config, policy: Pol
     update(cfg, |b| b.eviction_policy(policy))
 }
 
-/// One of the `zp_zeroing` values. Returns ZP_OK, ZP_ERR_NULL_POINTER, or
-/// ZP_ERR_INVALID_ARGUMENT for any other value.
+/// Sets when buffers are zeroed (see `zp_zeroing`).
+///
+/// @param cfg  the configuration to change.
+/// @param zeroing  one of the `zp_zeroing` values (default ZP_ZERO_ALWAYS).
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT for any other value (the configuration is
+///         then unchanged).
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg) -> zp_status {
     let zeroing = match zeroing {
@@ -128,8 +201,15 @@ pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg
     update(cfg, |b| b.zeroing(zeroing))
 }
 
-/// Budget for idle bytes (shared shards plus every thread's cache); 0
-/// keeps nothing idle. Returns ZP_OK or ZP_ERR_NULL_POINTER.
+/// Sets the budget for idle bytes (shared shards plus every thread's cache).
+///
+/// @param cfg  the configuration to change.
+/// @param bytes  any value; 0 keeps nothing idle.
+/// @return ZP_OK, or ZP_ERR_NULL_POINTER if `cfg` is NULL.
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_max_pooled_bytes(cfg: *mut zp_config, bytes: usize) -> zp_status {
     update(cfg, |b| b.max_pooled_bytes(bytes))

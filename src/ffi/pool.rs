@@ -48,17 +48,34 @@ fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
     Ok(raw)
 }
 
-/// A pool with every setting at its default (auto-configured from the CPU
-/// count). NULL when out of memory.
+/// Creates a pool with every setting at its default (auto-configured from
+/// the CPU count).
+///
+/// @return a new pool owned by the caller (free it with `zp_pool_free`), or
+///         NULL when out of memory.
+///
+/// Thread safety: may be called from any thread, concurrently with any other
+/// call.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_new() -> *mut zp_pool {
     boundary(ptr::null_mut(), || new_handle(Builder::new()).unwrap_or(ptr::null_mut()))
 }
 
-/// A pool built from `cfg` (which stays owned by the caller), stored in
-/// `*out`. Returns ZP_OK, ZP_ERR_NULL_POINTER (cfg or out is NULL),
-/// ZP_ERR_INVALID_ARGUMENT or ZP_ERR_OUT_OF_MEMORY; `*out` is set to NULL
-/// on failure when `out` is not NULL.
+/// Creates a pool from a configuration.
+///
+/// @param cfg  the settings; it stays owned by the caller, and may be changed
+///             or freed as soon as this returns.
+/// @param out  where the new pool is stored (owned by the caller; free it
+///             with `zp_pool_free`). Set to NULL on failure when `out` is not
+///             NULL.
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` or `out` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT if the settings do not fit together;
+///         ZP_ERR_OUT_OF_MEMORY.
+///
+/// Thread safety: may be called from any thread, concurrently with any other
+/// call; `cfg` must not be changed by another thread meanwhile.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_new_with_config(cfg: *const zp_config, out: *mut *mut zp_pool) -> zp_status {
     boundary(ZP_ERR_INTERNAL, || {
@@ -82,9 +99,20 @@ pub extern "C" fn zp_pool_new_with_config(cfg: *const zp_config, out: *mut *mut 
     })
 }
 
-/// Frees a pool. NULL is a no-op. Buffers still out stay valid; return them
-/// later with `zp_put` and this same (now freed) pointer value, and they are
-/// released then. Idle buffers are released now, scrubbed.
+/// Frees a pool. Idle buffers are released now, scrubbed; buffers still out
+/// stay valid: return them later with `zp_put` and this same (now freed)
+/// pointer value, and they are released then. The pool's memory is gone once
+/// the last one is back. Idle buffers in other threads' caches are released
+/// at that thread's next zeropool call or its exit.
+///
+/// @param pool  a pool from `zp_pool_new` or `zp_pool_new_with_config`, or
+///              NULL (a no-op).
+///
+/// Thread safety: pools are independent, so freeing one never disturbs
+/// another. For this pool, `zp_pool_free` must not run concurrently with,
+/// nor be followed by, any call that uses it (`zp_get`, `zp_pool_stats`,
+/// `zp_pool_trim`, a second `zp_pool_free`); the exception is `zp_put`,
+/// which may run concurrently with it and after it.
 #[no_mangle]
 pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
     boundary((), || {
@@ -98,9 +126,15 @@ pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
     })
 }
 
-/// Copies the pool's counters into `*out`. Returns ZP_OK or
-/// ZP_ERR_NULL_POINTER. Thread safe; sums of per-thread counters are exact
-/// once other threads are quiet.
+/// Copies the pool's counters.
+///
+/// @param pool  a live pool.
+/// @param out   where the counters are written.
+/// @return ZP_OK, or ZP_ERR_NULL_POINTER if `pool` or `out` is NULL.
+///
+/// Thread safety: thread safe. Sums of per-thread counters are read without
+/// stopping other threads, so they are exact once other threads are quiet.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_stats(pool: *const zp_pool, out: *mut Stats) -> zp_status {
     boundary(ZP_ERR_INTERNAL, || {
@@ -118,8 +152,13 @@ pub extern "C" fn zp_pool_stats(pool: *const zp_pool, out: *mut Stats) -> zp_sta
 }
 
 /// Releases every idle buffer (scrubbed): the shards' and this thread's
-/// cache now, other threads' caches at their next call. Returns ZP_OK or
-/// ZP_ERR_NULL_POINTER. Thread safe.
+/// cache now, other threads' caches at their next call.
+///
+/// @param pool  a live pool.
+/// @return ZP_OK, or ZP_ERR_NULL_POINTER if `pool` is NULL.
+///
+/// Thread safety: thread safe.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_trim(pool: *mut zp_pool) -> zp_status {
     boundary(ZP_ERR_INTERNAL, || {

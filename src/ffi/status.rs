@@ -74,8 +74,13 @@ pub type PolicyArg = u32;
 /// See [`StatusArg`].
 pub type ZeroingArg = u32;
 
-/// A static, NUL-terminated description of `status` (a `zp_status`
-/// value); never NULL, also for unknown values. Thread safe.
+/// Describes a status code.
+///
+/// @param status  a `zp_status` value (unknown values are accepted).
+/// @return a static, NUL-terminated description, never NULL; do not free it.
+///
+/// Thread safety: thread safe.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_status_str(status: StatusArg) -> *const c_char {
     let s: &'static [u8] = match status {
@@ -94,9 +99,14 @@ pub extern "C" fn zp_status_str(status: StatusArg) -> *const c_char {
     s.as_ptr().cast()
 }
 
-/// The library version, "MAJOR.MINOR.PATCH" (static, NUL-terminated; the
-/// same numbers as `ZP_VERSION_MAJOR`/`MINOR`/`PATCH` in the header this
-/// library was built with). Thread safe.
+/// The version of the library that is loaded.
+///
+/// @return "MAJOR.MINOR.PATCH", static and NUL-terminated (do not free it);
+///         compare with `ZP_VERSION_MAJOR`/`MINOR`/`PATCH` from the header the
+///         program was built with.
+///
+/// Thread safety: thread safe.
+/// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
