@@ -44,12 +44,13 @@ fn racing_double_puts_have_exactly_one_winner() {
     let p = pool();
     let barrier = Arc::new(Barrier::new(2));
     let shared = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads: Vec<_> = (0..2u8)
         .map(|me| {
-            let (p, barrier, shared) = (p.clone(), barrier.clone(), shared.clone());
+            let (p, barrier, shared, arrived) = (p.clone(), barrier.clone(), shared.clone(), arrived.clone());
             std::thread::spawn(move || {
                 let mut wins = 0;
-                for _ in 0..rounds {
+                for round in 0..rounds {
                     if me == 0 {
                         let buf = zp_get(p.0, LEN);
                         assert!(!buf.is_null());
@@ -57,6 +58,13 @@ fn racing_double_puts_have_exactly_one_winner() {
                     }
                     barrier.wait();
                     let buf = shared.load(std::sync::atomic::Ordering::SeqCst) as *mut c_void;
+                    // A spinning start line: both puts leave within
+                    // nanoseconds of each other (a sleeping barrier's
+                    // wake-ups are microseconds apart).
+                    arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    while arrived.load(std::sync::atomic::Ordering::SeqCst) < 2 * (round + 1) {
+                        std::hint::spin_loop();
+                    }
                     match zp_put(p.0, buf) {
                         zp_status::ZP_OK => wins += 1,
                         zp_status::ZP_ERR_DOUBLE_PUT => {}
