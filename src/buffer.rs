@@ -71,12 +71,13 @@ fn tagged(slot: &Slot, log2: usize) -> NonNull<u8> {
     slot.ptr.map_addr(|a| a | (log2 | pinned))
 }
 
-/// Gives a slot back to its region (found from the address).
+/// Gives a slot back to its region (found from the address); `now`: its
+/// pages go back at once, not with the region's next batch.
 ///
 /// # Safety
 /// `tagged` must be a buffer's tagged slot, in use by the caller alone,
 /// and unused afterwards.
-unsafe fn release(tagged: NonNull<u8>) {
+unsafe fn release(tagged: NonNull<u8>, now: bool) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
     let (dirty, pinned) = (tag & DIRTY != 0, tag & PINNED != 0);
     let Some((region, class, _)) = region::chunk::owner_of(ptr.as_ptr() as usize) else {
@@ -86,7 +87,7 @@ unsafe fn release(tagged: NonNull<u8>) {
     // SAFETY: the caller's promise; the slot belongs to this region.
     unsafe {
         if tag & LOG2_MASK != 0 {
-            Region::release(region, class, ptr, dirty, pinned);
+            Region::release(region, class, ptr, dirty, pinned, now);
         } else {
             Region::release_one_off(region, ptr, dirty, pinned);
         }
@@ -170,7 +171,7 @@ impl RawBuf {
 impl Drop for RawBuf {
     fn drop(&mut self) {
         // SAFETY: we own the slot; `self` goes away.
-        unsafe { release(self.tagged) };
+        unsafe { release(self.tagged, false) };
     }
 }
 
@@ -211,7 +212,7 @@ impl OneOff {
 impl Drop for OneOff {
     fn drop(&mut self) {
         // SAFETY: we own the slot; `self` goes away.
-        unsafe { release(self.tagged) };
+        unsafe { release(self.tagged, false) };
     }
 }
 
@@ -283,7 +284,7 @@ impl Buffer {
         let tagged = tagged.map_addr(|a| a | DIRTY);
         // SAFETY: the guard owned this slot and is gone; DIRTY makes the
         // release scrub every resident page first.
-        unsafe { release(tagged) };
+        unsafe { release(tagged, true) };
     }
 
     /// Length in bytes: what was asked for.

@@ -318,6 +318,7 @@ impl Shared {
             self.unreserve(bytes);
             drop(drained);
         }
+        self.region.give_back_pending();
     }
 
     /// Sums the counters. All shard locks are held while the thread caches

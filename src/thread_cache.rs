@@ -286,6 +286,7 @@ impl ThreadCache {
         self.settle(0);
         self.publish_idle();
         drop(released);
+        self.shared.region.give_back_pending();
     }
 
     #[inline]

@@ -21,10 +21,16 @@
 //! released (slow paths), never on a cached get or put.
 //!
 //! Invariants (checked with `debug_assert!`):
-//! - A slot is in exactly one place: a class's `free` list, or in use
-//!   (counted in `life`).
-//! - `free` has room reserved for every slot of every chunk, so releasing a
-//!   slot never allocates.
+//! - A slot is in exactly one place: a class's `free` list (pages given
+//!   back), its `pending` list (scrubbed, pages not yet given back), or in
+//!   use (counted in `life`).
+//! - `free` and `pending` each have room reserved for every slot of every
+//!   chunk, so releasing a slot never allocates.
+//! - `pending` holds less than one batch (at most [`PENDING_BYTES`] of
+//!   slots; none for classes of that size or more): released pages of small
+//!   classes go back to the system a batch at a time, in one `madvise` per
+//!   run of adjacent slots, instead of one system call per buffer. Trim and
+//!   pool close give back everything pending at once.
 //! - A chunk's committed bytes cover every carved slot (plus its tail).
 #![allow(unsafe_code)]
 
@@ -46,6 +52,9 @@ const CLOSED: usize = 1;
 const ONE: usize = 2;
 /// Slots are committed at least this many bytes at a time.
 const COMMIT_BATCH: usize = 256 << 10;
+/// Released slots of a class wait for at most this many bytes of company
+/// before their pages go back (one system call for the batch).
+pub(crate) const PENDING_BYTES: usize = 1 << 20;
 /// Chunks stop doubling at this many bytes of slots.
 const MAX_CHUNK: usize = 1 << 30;
 
@@ -74,12 +83,16 @@ struct ClassState {
     /// Released slots, ready for reuse (their pages read as zero unless a
     /// stale pointer wrote to them since).
     free: Vec<NonNull<u8>>,
+    /// Released slots, scrubbed, whose pages have not been given back yet.
+    pending: Vec<NonNull<u8>>,
     next_slots: usize,
 }
 
 struct ClassRegion {
     cap: usize,
     stride: usize,
+    /// Slots per batch of pages given back (1: at once).
+    batch: usize,
     state: Mutex<ClassState>,
 }
 
@@ -151,9 +164,11 @@ impl Region {
                 ClassRegion {
                     cap,
                     stride,
+                    batch: (PENDING_BYTES / stride).max(1),
                     state: Mutex::new(ClassState {
                         chunks: Vec::new(),
                         free: Vec::new(),
+                        pending: Vec::new(),
                         next_slots: (GRANULE / stride).max(1),
                     }),
                 }
@@ -184,7 +199,8 @@ impl Region {
         let c = &self.classes[class];
         let (ptr, recycled) = {
             let mut st = c.state.lock();
-            match st.free.pop() {
+            // Pending slots first: still resident, so no page faults.
+            match st.pending.pop().or_else(|| st.free.pop()) {
                 Some(p) => (p, true),
                 None => (self.carve(c, class, &mut st)?, false),
             }
@@ -248,8 +264,11 @@ impl Region {
                     // So that releasing never allocates: room for every slot
                     // of every chunk (the free list's length is no guide).
                     let slots: usize = st.chunks.iter().map(|ch| ch.nslots).sum::<usize>() + chunk.nslots;
-                    let more = slots - st.free.len();
-                    if st.free.try_reserve(more).is_err() || st.chunks.try_reserve(1).is_err() {
+                    let (more, more_pending) = (slots - st.free.len(), slots - st.pending.len());
+                    if st.free.try_reserve(more).is_err()
+                        || st.pending.try_reserve(more_pending).is_err()
+                        || st.chunks.try_reserve(1).is_err()
+                    {
                         // SAFETY: just made, never handed out.
                         unsafe { destroy_chunk(&chunk) };
                         return Err(OutOfMemory);
@@ -303,16 +322,21 @@ impl Region {
     /// `ptr` must be a slot of this region's class `class`, in use, and
     /// nothing may use its memory afterwards. The region may be freed by
     /// this call.
-    pub(crate) unsafe fn release(this: NonNull<Region>, class: usize, ptr: NonNull<u8>, dirty: bool, pinned: bool) {
+    /// `now`: give the pages back at once rather than with the next batch
+    /// (a buffer that failed validation).
+    pub(crate) unsafe fn release(this: NonNull<Region>, class: usize, ptr: NonNull<u8>, dirty: bool, pinned: bool, now: bool) {
         // SAFETY: a slot in use keeps the region alive.
         let r = unsafe { this.as_ref() };
         let c = &r.classes[class];
         // SAFETY: the caller gives up the slot; it is ours to clear.
-        unsafe { clear_pages(ptr, c.cap, c.stride, dirty, pinned) };
+        unsafe { scrub_pages(ptr, c.cap, c.stride, dirty, pinned) };
         {
             let mut st = c.state.lock();
-            debug_assert!(st.free.len() < st.free.capacity(), "room for every slot was reserved");
-            st.free.push(ptr);
+            debug_assert!(st.pending.len() < st.pending.capacity(), "room for every slot was reserved");
+            st.pending.push(ptr);
+            if now || st.pending.len() >= c.batch {
+                give_back_pending(c, &mut st);
+            }
         }
         // SAFETY: the slot was in use, counted in `life`.
         unsafe { Region::put_life(this) };
@@ -455,6 +479,14 @@ impl Region {
         region.drop_kept_one_offs();
     }
 
+    /// Gives back the pages of every released slot still resident (trim,
+    /// pool close).
+    pub(crate) fn give_back_pending(&self) {
+        for c in self.classes.iter() {
+            give_back_pending(c, &mut c.state.lock());
+        }
+    }
+
     /// Slots in use (idle in the pool or handed out).
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> usize {
@@ -474,25 +506,67 @@ impl Region {
     }
 }
 
-/// Scrubs what may hold data and gives the pages of a slot back.
+/// Scrubs what may hold data and unlocks a released slot.
 ///
 /// # Safety
 /// `ptr` must be a committed slot of `stride` bytes that nobody uses.
-unsafe fn clear_pages(ptr: NonNull<u8>, cap: usize, stride: usize, dirty: bool, pinned: bool) {
+unsafe fn scrub_pages(ptr: NonNull<u8>, cap: usize, stride: usize, dirty: bool, pinned: bool) {
     #[cfg(zeropool_asan)]
     os::unpoison(ptr, stride);
     // SAFETY: the caller's promise for all of these.
     unsafe {
         if dirty {
-            os::scrub_resident(ptr, cap);
+            // The tail page too: an overflow may have written there.
+            os::scrub_resident(ptr, stride);
         }
         if pinned {
             os::unpin(ptr, cap);
         }
+    }
+}
+
+/// Scrubs what may hold data and gives the pages of a slot back now.
+///
+/// # Safety
+/// As [`scrub_pages`].
+unsafe fn clear_pages(ptr: NonNull<u8>, cap: usize, stride: usize, dirty: bool, pinned: bool) {
+    // SAFETY: the caller's promise for all of these.
+    unsafe {
+        scrub_pages(ptr, cap, stride, dirty, pinned);
         if !os::decommit(ptr, stride) {
             os::scrub(ptr, stride);
         }
     }
+}
+
+/// Gives back the pages of a class's pending slots, one `madvise` per run
+/// of adjacent slots, and moves them to the free list.
+fn give_back_pending(c: &ClassRegion, st: &mut ClassState) {
+    if st.pending.is_empty() {
+        return;
+    }
+    st.pending.sort_unstable();
+    let mut i = 0;
+    while i < st.pending.len() {
+        let start = st.pending[i];
+        let mut j = i + 1;
+        while j < st.pending.len() && st.pending[j].as_ptr() as usize == start.as_ptr() as usize + (j - i) * c.stride {
+            j += 1;
+        }
+        let len = (j - i) * c.stride;
+        // SAFETY: a run of adjacent released slots of ours, unused (they
+        // are pending, not handed out); slots of one chunk are contiguous,
+        // and adjacent chunks are both ours.
+        unsafe {
+            if !os::decommit(start, len) {
+                os::scrub(start, len);
+            }
+        }
+        i = j;
+    }
+    debug_assert!(st.free.capacity() - st.free.len() >= st.pending.len(), "room for every slot was reserved");
+    let ClassState { free, pending, .. } = st;
+    free.append(pending);
 }
 
 /// Unpublishes a chunk and returns its reservation to the system.
@@ -532,7 +606,7 @@ mod tests {
         assert!(r.reserved_bytes() <= 2 * n * 64 * KIB + GRANULE, "{}", r.reserved_bytes());
         for s in slots {
             // SAFETY: allocated above, unused.
-            unsafe { Region::release(r.0, 1, s.ptr, false, false) };
+            unsafe { Region::release(r.0, 1, s.ptr, false, false, false) };
         }
         assert_eq!(r.in_use(), 0);
     }
@@ -545,7 +619,7 @@ mod tests {
         // SAFETY: a committed slot of 4 KiB plus a 4 KiB tail.
         unsafe { std::ptr::write_bytes(p.as_ptr(), 0xAB, 8 * KIB) };
         // SAFETY: ours, unused from here on.
-        unsafe { Region::release(r.0, 0, p, true, false) };
+        unsafe { Region::release(r.0, 0, p, true, false, true) };
         let again = r.alloc(0).unwrap();
         assert_eq!(again.ptr, p, "the released slot is reused first");
         assert!(again.recycled);
@@ -553,7 +627,7 @@ mod tests {
         let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 8 * KIB) };
         assert!(bytes.iter().all(|&b| b == 0), "the pages were given back");
         // SAFETY: ours.
-        unsafe { Region::release(r.0, 0, again.ptr, false, false) };
+        unsafe { Region::release(r.0, 0, again.ptr, false, false, false) };
     }
 
     #[test]
@@ -576,7 +650,7 @@ mod tests {
         }
         for p in [pa, pb] {
             // SAFETY: ours, unused.
-            unsafe { Region::release(r.0, 0, p, false, false) };
+            unsafe { Region::release(r.0, 0, p, false, false, false) };
         }
     }
 
@@ -591,7 +665,7 @@ mod tests {
         assert_eq!((won.len(), won.tag()), (100, 0x0c));
         assert_eq!(s.claim(), Err(chunk::Refused::Returned));
         // SAFETY: ours.
-        unsafe { Region::release(r.0, 0, p, false, false) };
+        unsafe { Region::release(r.0, 0, p, false, false, false) };
     }
 
     #[test]
@@ -603,7 +677,7 @@ mod tests {
         drop(r); // closed; one slot still in use
         assert!(SlotRef::find(addr).is_some(), "alive while a slot is out");
         // SAFETY: the slot keeps the region alive; ours.
-        unsafe { Region::release(raw, 1, p, false, false) };
+        unsafe { Region::release(raw, 1, p, false, false, false) };
         assert!(SlotRef::find(addr).is_none(), "chunk unpublished with the region");
     }
 
