@@ -7,6 +7,45 @@
 
 #include "check.h"
 
+#ifdef ZP_VIA_LOCAL
+/* Built a second time with -DZP_VIA_LOCAL: every get and return goes
+ * through a zp_local handle made with the pool (same checks, same codes). */
+static struct {
+  zp_pool *pool;
+  zp_local *local;
+} locals[16];
+static int nlocals;
+
+static void add_local(zp_pool *pool) {
+  CHECK(nlocals < 16);
+  locals[nlocals].pool = pool;
+  locals[nlocals].local = zp_local_new(pool);
+  CHECK(locals[nlocals].local != NULL);
+  nlocals++;
+}
+
+static zp_status put_via_local(zp_pool *pool, void *buf) {
+  for (int i = nlocals - 1; i >= 0; i--)
+    if (locals[i].pool == pool) return zp_local_put(locals[i].local, buf);
+  return zp_local_put(NULL, buf); /* a pool without a handle: NULL */
+}
+
+static void *get_via_local(zp_pool *pool, size_t size) {
+  for (int i = nlocals - 1; i >= 0; i--)
+    if (locals[i].pool == pool) return zp_local_get(locals[i].local, size);
+  return zp_local_get(NULL, size);
+}
+
+static void free_locals(void) {
+  for (int i = 0; i < nlocals; i++) zp_local_free(locals[i].local);
+}
+#define zp_put(pool, buf) put_via_local((pool), (buf))
+#define zp_get(pool, size) get_via_local((pool), (size))
+#else
+static void add_local(zp_pool *pool) { (void)pool; }
+static void free_locals(void) {}
+#endif
+
 static zp_pool *small_pool(zp_zeroing zeroing) {
   zp_config *cfg = zp_config_new();
   CHECK_STATUS(zp_config_set_min_buffer_size(cfg, 4096), ZP_OK);
@@ -14,6 +53,7 @@ static zp_pool *small_pool(zp_zeroing zeroing) {
   zp_pool *pool = NULL;
   CHECK_STATUS(zp_pool_new_with_config(cfg, &pool), ZP_OK);
   zp_config_free(cfg);
+  add_local(pool);
   return pool;
 }
 
@@ -107,9 +147,14 @@ static void put_after_pool_free(void) {
   b[0] = 1;
   CHECK_STATUS(zp_put(pool, a), ZP_OK);
   CHECK_STATUS(zp_put(pool, b), ZP_OK);
+#ifdef ZP_VIA_LOCAL
+  /* A live handle keeps the pool's metadata (as a thread's cache does). */
+  CHECK_STATUS(zp_put(pool, a), ZP_ERR_DOUBLE_PUT);
+#else
   /* The last buffer is back: the pool's memory, metadata included, is gone,
    * so nothing is left that could recognise `a`. */
   CHECK_STATUS(zp_put(pool, a), ZP_ERR_FOREIGN_BUFFER);
+#endif
 }
 
 int main(void) {
@@ -133,5 +178,6 @@ int main(void) {
   zp_pool_free(a);
   zp_pool_free(b);
   zp_pool_free(never);
+  free_locals();
   return finish("misuse");
 }

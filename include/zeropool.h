@@ -232,6 +232,11 @@ typedef uint32_t zp_zeroing;
 typedef struct zp_config zp_config;
 
 /**
+ * A thread's own handle on a pool. Opaque.
+ */
+typedef struct zp_local zp_local;
+
+/**
  * An opaque, thread-safe pool. Create with `zp_pool_new` or
  * `zp_pool_new_with_config`, free with `zp_pool_free`.
  */
@@ -491,6 +496,61 @@ ZP_NODISCARD zp_status zp_config_set_zeroing(struct zp_config *cfg, zp_zeroing z
  * different configurations are independent.
  */
 ZP_NODISCARD zp_status zp_config_set_max_pooled_bytes(struct zp_config *cfg, size_t bytes);
+
+/**
+ * Makes a handle on `pool` for the calling thread.
+ *
+ * @param pool  a live pool.
+ * @return the handle, owned by the caller until `zp_local_free`; NULL on
+ *         failure, and `zp_last_error()` says why (ZP_ERR_NULL_POINTER,
+ *         ZP_ERR_OUT_OF_MEMORY).
+ *
+ * Thread safety: thread safe. The handle belongs to the calling thread:
+ * used from another thread it stays correct, at the cost of the ordinary
+ * path (`zp_get`/`zp_put`).
+ */
+ZP_NODISCARD struct zp_local *zp_local_new(struct zp_pool *pool);
+
+/**
+ * Frees a handle: its idle buffers go back to the pool (or are released,
+ * scrubbed, if the pool was freed). NULL is a no-op.
+ *
+ * @param local  a handle from `zp_local_new`, or NULL; not used afterwards.
+ *
+ * Thread safety: may come before or after `zp_pool_free`, from any
+ * thread, but not while another call uses the same handle.
+ */
+void zp_local_free(struct zp_local *local);
+
+/**
+ * Gets a buffer through the handle: as `zp_get` on its pool, without the
+ * thread-local lookup.
+ *
+ * @param local  a handle from `zp_local_new`.
+ * @param size   the bytes needed (0 gives a valid buffer).
+ * @return as `zp_get`: a buffer of `size` usable bytes, or NULL with
+ *         `zp_last_error()` set (ZP_ERR_NULL_POINTER, ZP_ERR_TOO_LARGE,
+ *         ZP_ERR_OUT_OF_MEMORY, or ZP_ERR_INVALID_ARGUMENT once the pool
+ *         was freed).
+ *
+ * Thread safety: meant for the handle's thread; from another thread it
+ * works as `zp_get` does.
+ */
+ZP_NODISCARD void *zp_local_get(struct zp_local *local, size_t size) ZP_MALLOC ZP_ALLOC_SIZE(2);
+
+/**
+ * Returns a buffer of the handle's pool through the handle: the same
+ * checks and codes as `zp_put`. Any buffer of the pool is accepted,
+ * whichever call or thread got it.
+ *
+ * @param local  a handle from `zp_local_new` (its pool may have been freed).
+ * @param buf    a buffer of the handle's pool; not used afterwards.
+ * @return as `zp_put`.
+ *
+ * Thread safety: meant for the handle's thread; from another thread it
+ * works as `zp_put` does.
+ */
+ZP_NODISCARD zp_status zp_local_put(struct zp_local *local, void *buf);
 
 /**
  * Creates a pool with every setting at its default (auto-configured from

@@ -271,6 +271,21 @@ impl Buffer {
         Buffer { tagged, len, pool }
     }
 
+    /// The id of the pool the buffer goes back to.
+    pub(crate) fn pool_id(&self) -> u64 {
+        self.pool
+    }
+
+    /// A pooled buffer's memory and length, the guard given up; an
+    /// unpooled buffer comes back as it was.
+    pub(crate) fn into_pooled(self) -> Result<(RawBuf, usize), Buffer> {
+        if tag_of(self.tagged) & LOG2_MASK == 0 {
+            return Err(self);
+        }
+        let (tagged, len, _) = self.into_raw_parts();
+        Ok((RawBuf { tagged }, len))
+    }
+
     /// The tag bits of the address (class, PINNED, DIRTY).
     pub(crate) fn tag(&self) -> usize {
         tag_of(self.tagged)

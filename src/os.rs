@@ -338,3 +338,33 @@ pub(crate) fn random_u64() -> u64 {
     let here = &mut bytes as *mut _ as usize as u64;
     (t ^ here.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
+
+/// An address unique to the calling thread among live threads, read
+/// without a thread-local lookup where the architecture has a thread
+/// pointer register (x86-64: `%fs:0`, aarch64: `tpidr_el0`).
+#[inline(always)]
+pub(crate) fn thread_pointer() -> usize {
+    #[cfg(all(not(miri), target_arch = "x86_64", target_os = "linux"))]
+    {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux the word at %fs:0 is the thread control
+        // block's pointer to itself (the ABI's TLS layout); reading it has
+        // no side effects.
+        unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+        tp
+    }
+    #[cfg(all(not(miri), target_arch = "aarch64", target_os = "linux"))]
+    {
+        let tp: usize;
+        // SAFETY: reading the thread pointer register has no side effects.
+        unsafe { std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags)) };
+        tp
+    }
+    #[cfg(any(miri, not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux"))))]
+    {
+        thread_local! {
+            static HERE: u8 = const { 0 };
+        }
+        HERE.with(|h| h as *const u8 as usize)
+    }
+}

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::shared::Shared;
 use crate::size_class::Lookup;
 use crate::stats::Stats;
-use crate::thread_cache::{self, with_cache};
+use crate::thread_cache::{self, with_cache, ThreadCache};
 
 /// Open pools by id: how a returned buffer finds its pool without holding
 /// a reference count. Ids are never reused, so a buffer of a dropped pool
@@ -105,32 +105,12 @@ impl BufferPool {
     /// A buffer of exactly `len` bytes, or why not. Never panics or aborts.
     #[inline(always)]
     pub fn try_get(&self, len: usize) -> Result<Buffer, Error> {
-        let classes = &self.shared.cfg.classes;
-        match classes.lookup(len) {
-            Lookup::Pooled(class) => match self.get_pooled(class, len) {
-                Ok(raw) => Ok(Buffer::pooled(raw, len, self.shared.id)),
-                Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: classes.capacity(class) }),
-            },
-            Lookup::Unpooled(cap) => self.get_one_off(len, cap),
-            Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
-        }
+        try_get_in(&self.shared, len)
     }
 
-    /// Thread cache, then shards, then the system. The result is one word,
-    /// so it comes back in a register.
     #[inline(always)]
     fn get_pooled(&self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
-        let shared = &self.shared;
-        match with_cache(shared.id, || Some(shared.clone()), |tc| tc.get(class, len)) {
-            Some(got) => got,
-            None => shared.get_uncached(class, len),
-        }
-    }
-
-    #[cold]
-    fn get_one_off(&self, len: usize, cap: usize) -> Result<Buffer, Error> {
-        let one = self.shared.get_one_off(cap).map_err(|OutOfMemory| Error::OutOfMemory { bytes: cap })?;
-        Ok(Buffer::one_off(one, len, self.shared.id))
+        get_pooled(&self.shared, class, len)
     }
 
     /// Returns a buffer. Same as dropping it; a buffer of another pool goes
@@ -219,6 +199,95 @@ impl std::fmt::Debug for BufferPool {
             .field("config", &self.shared.cfg)
             .finish()
     }
+}
+
+/// [`BufferPool::try_get`] on a pool's shared part.
+#[inline(always)]
+fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
+    let classes = &shared.cfg.classes;
+    match classes.lookup(len) {
+        Lookup::Pooled(class) => match get_pooled(shared, class, len) {
+            Ok(raw) => Ok(Buffer::pooled(raw, len, shared.id)),
+            Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: classes.capacity(class) }),
+        },
+        Lookup::Unpooled(cap) => get_one_off(shared, len, cap),
+        Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
+    }
+}
+
+/// Thread cache, then shards, then the system. The result is one word,
+/// so it comes back in a register.
+#[inline(always)]
+fn get_pooled(shared: &Arc<Shared>, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
+    match with_cache(shared.id, || Some(shared.clone()), |tc| tc.get(class, len)) {
+        Some(got) => got,
+        None => shared.get_uncached(class, len),
+    }
+}
+
+#[cold]
+fn get_one_off(shared: &Shared, len: usize, cap: usize) -> Result<Buffer, Error> {
+    let one = shared.get_one_off(cap).map_err(|OutOfMemory| Error::OutOfMemory { bytes: cap })?;
+    Ok(Buffer::one_off(one, len, shared.id))
+}
+
+/// A cache of one pool owned by its holder rather than found through
+/// thread-local storage (the C API's `zp_local`): the same cache a thread
+/// keeps, with the same budget and counters, minus the lookup. The holder
+/// must use it from one thread at a time.
+pub(crate) struct Local {
+    cache: ThreadCache,
+}
+
+impl Local {
+    pub(crate) fn new(pool: &BufferPool) -> Local {
+        Local { cache: ThreadCache::new(pool.shared.clone()) }
+    }
+
+    /// The pool's shared part, for calls that must not use this cache
+    /// (another thread than its holder's).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        self.cache.shared()
+    }
+
+    /// Whether the pool's last handle is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.cache.shared().is_closed()
+    }
+
+    /// As [`BufferPool::try_get`], from this cache.
+    #[inline(always)]
+    pub(crate) fn try_get(&mut self, len: usize) -> Result<Buffer, Error> {
+        let shared = self.cache.shared();
+        let (id, classes) = (shared.id, &shared.cfg.classes);
+        match classes.lookup(len) {
+            Lookup::Pooled(class) => match self.cache.get(class, len) {
+                Ok(raw) => Ok(Buffer::pooled(raw, len, id)),
+                Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: self.cache.shared().cfg.classes.capacity(class) }),
+            },
+            Lookup::Unpooled(cap) => get_one_off(self.cache.shared(), len, cap),
+            Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
+        }
+    }
+
+    /// Takes a buffer back into this cache (one of another pool, or an
+    /// unpooled one, goes where dropping it sends it).
+    #[inline(always)]
+    pub(crate) fn put(&mut self, buf: Buffer) {
+        if buf.pool_id() != self.cache.shared().id {
+            drop(buf);
+            return;
+        }
+        match buf.into_pooled() {
+            Ok((raw, len)) => self.cache.put(raw, len),
+            Err(buf) => drop(buf),
+        }
+    }
+}
+
+/// [`BufferPool::try_get`] for a holder of the pool's shared part only.
+pub(crate) fn try_get_shared(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
+    try_get_in(shared, len)
 }
 
 /// Where a dropped [`Buffer`] goes: this thread's cache for its pool, else

@@ -308,6 +308,7 @@ impl Shared {
     /// next call or thread exit.
     pub(crate) fn close(&self) {
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        crate::thread_cache::pool_closed();
         self.drain_shards();
     }
 

@@ -15,7 +15,8 @@
 //! - `seen` is the pool state this cache last synced with. When the pool
 //!   is trimmed or closed, the next call releases everything cached.
 
-use std::cell::RefCell;
+use std::cell::Cell;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -44,14 +45,56 @@ pub(crate) struct ThreadCache {
     counters: Arc<LocalCounters>,
 }
 
+/// Entries in a thread's table of caches. A pool's cache lives at
+/// `id % TABLE`; ids are handed out in sequence, so a thread using up to
+/// this many pools created close together never sees a collision.
+const TABLE: usize = 1024;
+
+/// A thread's caches, one per pool, direct-mapped by pool id: one
+/// thread-local access and one index per call, whatever the number of
+/// pools. An entry is taken out of its cell while in use, so a re-entrant
+/// call (a buffer dropped from inside a cache operation) finds the entry
+/// empty and takes the uncached path instead of aliasing it.
+struct Table {
+    /// The value of [`CLOSES`] this table last swept for closed pools.
+    closes_seen: Cell<u64>,
+    entries: [Cell<Option<Box<ThreadCache>>>; TABLE],
+}
+
+/// Bumped whenever a pool closes: each thread's next call (on any pool)
+/// then releases its caches of closed pools (API.md guarantee 8), for one
+/// shared load per call.
+static CLOSES: AtomicU64 = AtomicU64::new(0);
+
+/// Tells every thread to let go of caches of closed pools at its next call.
+pub(crate) fn pool_closed() {
+    CLOSES.fetch_add(1, Relaxed);
+}
+
 thread_local! {
-    static CACHES: RefCell<Vec<ThreadCache>> = const { RefCell::new(Vec::new()) };
+    static CACHES: Table = const {
+        Table { closes_seen: Cell::new(0), entries: [const { Cell::new(None) }; TABLE] }
+    };
+}
+
+/// Releases this thread's caches of closed pools.
+#[cold]
+fn sweep(table: &Table, closes: u64) {
+    table.closes_seen.set(closes);
+    for cell in table.entries.iter() {
+        match cell.take() {
+            Some(tc) if tc.shared.is_closed() => drop(tc),
+            other => cell.set(other),
+        }
+    }
 }
 
 /// Runs `f` on this thread's cache for pool `id`, creating the cache from
-/// `attach` on first use. None when there is no usable cache: thread-local
-/// storage is being torn down, the caches are already borrowed (re-entry),
-/// or `attach` finds no open pool. Callers then take the uncached path.
+/// `attach` on first use (a cache of another pool in the same entry is
+/// flushed to its pool and replaced: constant time). None when there is
+/// no usable cache: thread-local storage is being torn down, the entry is
+/// in use further up the stack (re-entry), or `attach` finds no open pool.
+/// Callers then take the uncached path.
 #[inline(always)]
 pub(crate) fn with_cache<R>(
     id: u64,
@@ -59,41 +102,62 @@ pub(crate) fn with_cache<R>(
     f: impl FnOnce(&mut ThreadCache) -> R,
 ) -> Option<R> {
     CACHES
-        .try_with(#[inline(always)] |cell| {
-            let mut caches = cell.try_borrow_mut().ok()?;
-            let i = match caches.iter().position(|c| c.id == id) {
-                Some(i) => i,
-                None => add_cache(&mut caches, attach()?)?,
-            };
-            Some(f(&mut caches[i]))
-        })
+        .try_with(
+            #[inline(always)]
+            |table| {
+                let closes = CLOSES.load(Relaxed);
+                if closes != table.closes_seen.get() {
+                    sweep(table, closes);
+                }
+                let cell = &table.entries[id as usize % TABLE];
+                let Some(mut tc) = cell.take() else {
+                    return attach_and_run(cell, attach, f);
+                };
+                if tc.id != id {
+                    cell.set(Some(tc));
+                    return attach_and_run(cell, attach, f);
+                }
+                let r = f(&mut tc);
+                cell.set(Some(tc));
+                Some(r)
+            },
+        )
         .ok()
         .flatten()
 }
 
-/// First use of a pool on this thread. Caches of closed pools are dropped
-/// here, off the fast path.
+/// First use of a pool in this entry (empty, or holding another pool's
+/// cache).
 #[cold]
-fn add_cache(caches: &mut Vec<ThreadCache>, shared: Arc<Shared>) -> Option<usize> {
+fn attach_and_run<R>(
+    cell: &Cell<Option<Box<ThreadCache>>>,
+    attach: impl FnOnce() -> Option<Arc<Shared>>,
+    f: impl FnOnce(&mut ThreadCache) -> R,
+) -> Option<R> {
+    let shared = attach()?;
     if shared.is_closed() {
         return None;
     }
-    caches.retain(|c| !c.shared.is_closed());
-    caches.push(ThreadCache::new(shared));
-    Some(caches.len() - 1)
+    let mut tc = Box::new(ThreadCache::new(shared));
+    let r = f(&mut tc);
+    // The previous occupant (another pool's cache) goes back to its pool.
+    drop(cell.replace(Some(tc)));
+    Some(r)
 }
 
 /// Drops this thread's cache for pool `id`, if it has one.
 pub(crate) fn detach(id: u64) {
-    let _ = CACHES.try_with(|cell| {
-        if let Ok(mut caches) = cell.try_borrow_mut() {
-            caches.retain(|c| c.id != id);
+    let _ = CACHES.try_with(|table| {
+        let cell = &table.entries[id as usize % TABLE];
+        match cell.take() {
+            Some(tc) if tc.id == id => drop(tc),
+            other => cell.set(other),
         }
     });
 }
 
 impl ThreadCache {
-    fn new(shared: Arc<Shared>) -> ThreadCache {
+    pub(crate) fn new(shared: Arc<Shared>) -> ThreadCache {
         let limit = shared.cfg.tls_cache_size;
         let stacks = (0..shared.cfg.classes.count()).map(|_| Vec::with_capacity(limit + 1)).collect();
         let counters = Arc::new(LocalCounters::default());
@@ -116,6 +180,11 @@ impl ThreadCache {
             counters,
             shared,
         }
+    }
+
+    /// The pool this cache belongs to.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// A buffer of `class` for `len` bytes: from this cache if it has one

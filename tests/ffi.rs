@@ -35,6 +35,11 @@ enum Link {
 
 /// Compiles `ffi-tests/<source>` and links it against the library.
 fn build(source: &str, link: Link) -> PathBuf {
+    build_with(source, link, &[])
+}
+
+/// As [`build`], with preprocessor definitions (`-D<each>`).
+fn build_with(source: &str, link: Link, defines: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cpp = source.ends_with(".cpp");
     let compiler = cc::Build::new()
@@ -48,7 +53,7 @@ fn build(source: &str, link: Link) -> PathBuf {
         .extra_warnings(true)
         .warnings_into_errors(true)
         .get_compiler();
-    let exe = scratch().join(format!("{source}-{link:?}").replace('.', "_"));
+    let exe = scratch().join(format!("{source}-{link:?}{}", defines.join("-")).replace('.', "_"));
     let mut cmd = compiler.to_command();
     cmd.arg(if cpp { "-std=c++17" } else { "-std=c11" })
         .arg("-I")
@@ -57,6 +62,9 @@ fn build(source: &str, link: Link) -> PathBuf {
         .arg("-o")
         .arg(&exe)
         .arg("-pthread");
+    for d in defines {
+        cmd.arg(format!("-D{d}"));
+    }
     match link {
         Link::Static => {
             cmd.arg(deps_dir().join("libzeropool.a"));
@@ -78,7 +86,11 @@ fn build(source: &str, link: Link) -> PathBuf {
 }
 
 fn run(source: &str, link: Link) {
-    let exe = build(source, link);
+    run_with(source, link, &[]);
+}
+
+fn run_with(source: &str, link: Link, defines: &[&str]) {
+    let exe = build_with(source, link, defines);
     let out = Command::new(&exe).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     print!("{text}");
@@ -93,6 +105,27 @@ fn api_static() {
 #[test]
 fn api_shared() {
     run("api.c", Link::Shared);
+}
+
+/// The misuse program again, every return through `zp_local_put`.
+#[test]
+fn misuse_through_zp_local_static() {
+    run_with("misuse.c", Link::Static, &["ZP_VIA_LOCAL"]);
+}
+
+#[test]
+fn misuse_through_zp_local_shared() {
+    run_with("misuse.c", Link::Shared, &["ZP_VIA_LOCAL"]);
+}
+
+#[test]
+fn local_static() {
+    run("local.c", Link::Static);
+}
+
+#[test]
+fn local_shared() {
+    run("local.c", Link::Shared);
 }
 
 #[test]

@@ -72,7 +72,7 @@ fn get_slow(handle: &zp_pool, size: usize) -> *mut c_void {
 
 /// Arms the canary, marks the slot handed out and gives up the guard.
 #[inline(always)]
-fn hand_out(mut buf: Buffer) -> *mut c_void {
+pub(super) fn hand_out(mut buf: Buffer) -> *mut c_void {
     let addr = buf.as_mut_ptr();
     let tag = buf.tag();
     let Some(slot) = SlotRef::find(addr as usize) else {
@@ -137,27 +137,43 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
         if pool.is_null() {
             return ZP_ERR_NULL_POINTER;
         }
-        let status = put(pool, start);
-        if status != ZP_OK && status != ZP_ERR_OVERFLOW {
-            count_rejected(pool);
+        match take_back(pool, start) {
+            Ok(guard) => {
+                drop(guard); // back to its pool (or released, if the pool is gone)
+                ZP_OK
+            }
+            Err(status) => status,
         }
-        status
     })
 }
 
+/// Validates a returned buffer for pool handle `pool` and takes it back:
+/// the guard, ready to go to a cache; or why not (each rejection counted).
 #[inline(always)]
-fn put(pool: *mut zp_pool, start: NonNull<u8>) -> zp_status {
+pub(super) fn take_back(pool: *const zp_pool, start: NonNull<u8>) -> Result<Buffer, zp_status> {
+    let status = match validate(pool, start) {
+        Ok(guard) => return Ok(guard),
+        Err(status) => status,
+    };
+    if status != ZP_ERR_OVERFLOW {
+        count_rejected(pool);
+    }
+    Err(status)
+}
+
+#[inline(always)]
+fn validate(pool: *const zp_pool, start: NonNull<u8>) -> Result<Buffer, zp_status> {
     let addr = start.as_ptr() as usize;
     let Some(slot) = SlotRef::find(addr) else {
-        return ZP_ERR_FOREIGN_BUFFER;
+        return Err(ZP_ERR_FOREIGN_BUFFER);
     };
     if slot.owner() != pool as usize {
-        return ZP_ERR_WRONG_POOL;
+        return Err(ZP_ERR_WRONG_POOL);
     }
     let word = match slot.claim() {
         Ok(word) => word,
-        Err(Refused::Returned) => return ZP_ERR_DOUBLE_PUT,
-        Err(Refused::Foreign) => return ZP_ERR_FOREIGN_BUFFER,
+        Err(Refused::Returned) => return Err(ZP_ERR_DOUBLE_PUT),
+        Err(Refused::Foreign) => return Err(ZP_ERR_FOREIGN_BUFFER),
     };
     // From here on this call alone holds the buffer (the claim's winner).
     let len = word.len();
@@ -174,12 +190,11 @@ fn put(pool: *mut zp_pool, start: NonNull<u8>) -> zp_status {
         let id = slot.pool_id();
         guard.discard();
         crate::pool::count_rejected(id, true);
-        return ZP_ERR_OVERFLOW;
+        return Err(ZP_ERR_OVERFLOW);
     }
     if fits {
         // SAFETY: as above; the idle buffer is all zero again.
         unsafe { canary_at.cast::<u64>().write_unaligned(0) };
     }
-    drop(guard); // back to its pool (or released, if the pool is gone)
-    ZP_OK
+    Ok(guard)
 }

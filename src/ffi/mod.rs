@@ -18,10 +18,12 @@
 mod boundary;
 mod buffer;
 mod config;
+mod local;
 mod pool;
 mod status;
 
 pub use buffer::{zp_get, zp_last_error, zp_put};
+pub use local::{zp_local, zp_local_free, zp_local_get, zp_local_new, zp_local_put};
 pub use config::{
     zp_config, zp_config_free, zp_config_new, zp_config_set_eviction_policy, zp_config_set_max_buffers_per_shard,
     zp_config_set_max_pooled_bytes, zp_config_set_min_buffer_size, zp_config_set_num_shards,

@@ -1,0 +1,184 @@
+/* zp_local: every rule API.md gives it, used from its own thread and from
+ * others, before and after zp_pool_free; and a thread using 1,000 pools. */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "check.h"
+
+static zp_pool *pool_4k(void) {
+  zp_config *cfg = zp_config_new();
+  CHECK_STATUS(zp_config_set_min_buffer_size(cfg, 4096), ZP_OK);
+  zp_pool *pool = NULL;
+  CHECK_STATUS(zp_pool_new_with_config(cfg, &pool), ZP_OK);
+  zp_config_free(cfg);
+  return pool;
+}
+
+static uint64_t stat_of(zp_pool *pool, int which) {
+  zp_stats s;
+  CHECK_STATUS(zp_pool_stats(pool, &s), ZP_OK);
+  return which == 0 ? s.outstanding : which == 1 ? s.rejected_puts : s.gets;
+}
+
+static void basics(void) {
+  CHECK(zp_local_new(NULL) == NULL);
+  CHECK(zp_last_error() == ZP_ERR_NULL_POINTER);
+  CHECK(zp_local_get(NULL, 10) == NULL);
+  CHECK(zp_last_error() == ZP_ERR_NULL_POINTER);
+  CHECK_STATUS(zp_local_put(NULL, (void *)0x1000), ZP_ERR_NULL_POINTER);
+  zp_local_free(NULL);
+
+  zp_pool *pool = pool_4k();
+  zp_local *l = zp_local_new(pool);
+  CHECK(l != NULL);
+  CHECK_STATUS(zp_local_put(l, NULL), ZP_ERR_NULL_POINTER);
+  for (int round = 0; round < 3; round++) {
+    unsigned char *b = (unsigned char *)zp_local_get(l, 3000);
+    CHECK(b != NULL && all_zero(b, 3000));
+    memset(b, 0x77, 3000);
+    CHECK_STATUS(zp_local_put(l, b), ZP_OK);
+  }
+  /* Size 0 is a real buffer; SIZE_MAX is too large and allocates nothing. */
+  void *zero = zp_local_get(l, 0);
+  CHECK(zero != NULL);
+  CHECK_STATUS(zp_local_put(l, zero), ZP_OK);
+  volatile size_t huge = SIZE_MAX;
+  CHECK(zp_local_get(l, huge) == NULL);
+  CHECK(zp_last_error() == ZP_ERR_TOO_LARGE);
+  /* Unpooled sizes work too. */
+  void *big = zp_local_get(l, 64u << 20);
+  CHECK(big != NULL);
+  CHECK_STATUS(zp_local_put(l, big), ZP_OK);
+
+  /* Buffers cross freely between the handle and the ordinary calls. */
+  void *a = zp_local_get(l, 100);
+  void *b = zp_get(pool, 100);
+  CHECK_STATUS(zp_put(pool, a), ZP_OK);
+  CHECK_STATUS(zp_local_put(l, b), ZP_OK);
+
+  /* Misuse through the handle: the same codes as zp_put, counted. */
+  uint64_t before = stat_of(pool, 1);
+  int on_stack = 0;
+  CHECK_STATUS(zp_local_put(l, &on_stack), ZP_ERR_FOREIGN_BUFFER);
+  unsigned char *c = (unsigned char *)zp_local_get(l, 5000);
+  CHECK_STATUS(zp_local_put(l, c + 1), ZP_ERR_FOREIGN_BUFFER);
+  CHECK_STATUS(zp_local_put(l, c), ZP_OK);
+  CHECK_STATUS(zp_local_put(l, c), ZP_ERR_DOUBLE_PUT);
+  zp_pool *other = pool_4k();
+  void *theirs = zp_get(other, 100);
+  CHECK_STATUS(zp_local_put(l, theirs), ZP_ERR_WRONG_POOL);
+  CHECK_STATUS(zp_put(other, theirs), ZP_OK);
+  zp_pool_free(other);
+  unsigned char *d = (unsigned char *)zp_local_get(l, 5000);
+  volatile size_t past = 5000;
+  d[past] = (unsigned char)~d[past];
+  CHECK_STATUS(zp_local_put(l, d), ZP_ERR_OVERFLOW);
+  CHECK(stat_of(pool, 1) == before + 5);
+  CHECK(stat_of(pool, 0) == 0);
+
+  zp_local_free(l);
+  zp_pool_free(pool);
+}
+
+/* zp_local_free before or after zp_pool_free; after it, gets fail and puts
+ * still take the pool's buffers back. */
+static void around_pool_free(void) {
+  zp_pool *pool = pool_4k();
+  zp_local *early = zp_local_new(pool);
+  zp_local *late = zp_local_new(pool);
+  void *held = zp_local_get(late, 4000);
+  void *held2 = zp_get(pool, 4000);
+  CHECK(held != NULL && held2 != NULL);
+  zp_local_free(early);
+  zp_pool_free(pool);
+  CHECK(zp_local_get(late, 10) == NULL);
+  CHECK(zp_last_error() == ZP_ERR_INVALID_ARGUMENT);
+  memset(held, 1, 4000); /* still valid */
+  CHECK_STATUS(zp_local_put(late, held), ZP_OK);
+  CHECK_STATUS(zp_local_put(late, held2), ZP_OK);
+  CHECK_STATUS(zp_local_put(late, held), ZP_ERR_DOUBLE_PUT);
+  zp_local_free(late);
+}
+
+/* A handle used from threads other than its own: correct, never corrupt. */
+struct shared_use {
+  zp_pool *pool;
+  zp_local *local;
+  unsigned char fill;
+};
+
+static void *other_thread(void *arg) {
+  struct shared_use *u = (struct shared_use *)arg;
+  for (int i = 0; i < 2000; i++) {
+    unsigned char *b = (unsigned char *)zp_local_get(u->local, 1000 + (size_t)i % 7000);
+    CHECK(b != NULL && all_zero(b, 1000));
+    memset(b, u->fill, 1000);
+    for (int k = 0; k < 1000; k++)
+      if (b[k] != u->fill) {
+        CHECK(!"a buffer changed under its holder");
+        break;
+      }
+    /* Alternate the way back. */
+    if (i % 2)
+      CHECK_STATUS(zp_local_put(u->local, b), ZP_OK);
+    else
+      CHECK_STATUS(zp_put(u->pool, b), ZP_OK);
+  }
+  return NULL;
+}
+
+static void from_other_threads(void) {
+  zp_pool *pool = pool_4k();
+  zp_local *mine = zp_local_new(pool);
+  struct shared_use u[3];
+  pthread_t t[3];
+  for (int i = 0; i < 3; i++) {
+    u[i].pool = pool;
+    u[i].local = mine;
+    u[i].fill = (unsigned char)(0x30 + i);
+    CHECK(pthread_create(&t[i], NULL, other_thread, &u[i]) == 0);
+  }
+  for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+  CHECK(stat_of(pool, 0) == 0);
+  zp_local_free(mine);
+  zp_pool_free(pool);
+}
+
+/* One thread, 1,000 pools, each used through zp_get/zp_put and a handle:
+ * every pool keeps its own buffers (no cross-pool hand-outs). */
+static void thousand_pools(void) {
+  enum { N = 1000 };
+  static zp_pool *pools[N];
+  static zp_local *locals[N];
+  for (int i = 0; i < N; i++) {
+    pools[i] = pool_4k();
+    locals[i] = zp_local_new(pools[i]);
+    CHECK(locals[i] != NULL);
+  }
+  for (int round = 0; round < 3; round++)
+    for (int i = 0; i < N; i++) {
+      unsigned char *b = (unsigned char *)zp_get(pools[i], 2048);
+      CHECK(b != NULL && all_zero(b, 2048));
+      memset(b, 0xEE, 2048);
+      CHECK_STATUS(zp_put(pools[(i + 1) % N], b), ZP_ERR_WRONG_POOL);
+      CHECK_STATUS(zp_put(pools[i], b), ZP_OK);
+      void *c = zp_local_get(locals[i], 2048);
+      CHECK(c != NULL);
+      CHECK_STATUS(zp_local_put(locals[i], c), ZP_OK);
+    }
+  for (int i = 0; i < N; i++) {
+    CHECK(stat_of(pools[i], 0) == 0);
+    CHECK(stat_of(pools[i], 2) == 6);
+    zp_local_free(locals[i]);
+    zp_pool_free(pools[i]);
+  }
+}
+
+int main(void) {
+  basics();
+  around_pool_free();
+  from_other_threads();
+  thousand_pools();
+  return finish("local");
+}

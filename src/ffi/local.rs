@@ -1,0 +1,198 @@
+//! `zp_local`: a thread's own handle on a pool, like a mimalloc heap or a
+//! jemalloc explicit tcache. It holds a pool cache directly, so its calls
+//! skip the thread-local lookup (every `dlopen`ed library pays
+//! `__tls_get_addr` for one).
+//!
+//! Invariants:
+//! - The cache is touched only by the thread that made the handle (checked
+//!   against the thread pointer on every call). Any other thread is sent
+//!   through the pool's ordinary path (its own thread cache), so a handle
+//!   used from the wrong thread stays correct, only slower.
+//! - The handle keeps the pool's shared part alive (as a thread cache does),
+//!   not the pool: after `zp_pool_free`, gets fail and puts still take the
+//!   pool's buffers back.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
+
+use super::boundary::{boundary, handle, set_last_error, try_box};
+use super::buffer::{hand_out, take_back};
+use super::pool::zp_pool;
+use super::status::zp_status::{self, *};
+use crate::os::thread_pointer;
+use crate::pool::{try_get_shared, Local};
+
+/// A thread's own handle on a pool. Opaque.
+pub struct zp_local {
+    /// The thread that made it (its thread pointer).
+    owner: usize,
+    /// The pool handle it was made for: its buffers' owner token.
+    pool: *const zp_pool,
+    /// Used by the owner thread only (see the module invariants).
+    local: UnsafeCell<Local>,
+}
+
+impl zp_local {
+    /// The cache, if the calling thread owns the handle.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // exclusive by the owner-thread check
+    fn mine(&self) -> Option<&mut Local> {
+        if thread_pointer() == self.owner {
+            // SAFETY: only the owner thread gets here, and it makes one call
+            // at a time (C code cannot re-enter a zp_* call on one thread
+            // except from a signal handler, which the header forbids), so
+            // this is the only reference to the cache.
+            Some(unsafe { &mut *self.local.get() })
+        } else {
+            None
+        }
+    }
+
+    fn any(&self) -> &Local {
+        // SAFETY: a shared read of the cache's pool pointer only (an Arc
+        // fixed at creation); the owner's `&mut` never writes that field.
+        unsafe { &*self.local.get() }
+    }
+}
+
+/// Makes a handle on `pool` for the calling thread.
+///
+/// @param pool  a live pool.
+/// @return the handle, owned by the caller until `zp_local_free`; NULL on
+///         failure, and `zp_last_error()` says why (ZP_ERR_NULL_POINTER,
+///         ZP_ERR_OUT_OF_MEMORY).
+///
+/// Thread safety: thread safe. The handle belongs to the calling thread:
+/// used from another thread it stays correct, at the cost of the ordinary
+/// path (`zp_get`/`zp_put`).
+/// cbindgen:prefix=ZP_NODISCARD
+#[no_mangle]
+pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
+    boundary(ptr::null_mut(), || {
+        // SAFETY: the header's contract: NULL or a live pool.
+        let Some(handle) = (unsafe { handle(pool) }) else {
+            set_last_error(ZP_ERR_NULL_POINTER);
+            return ptr::null_mut();
+        };
+        let local = zp_local { owner: thread_pointer(), pool, local: UnsafeCell::new(Local::new(&handle.pool)) };
+        match try_box(local) {
+            Some(b) => Box::into_raw(b),
+            None => {
+                set_last_error(ZP_ERR_OUT_OF_MEMORY);
+                ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Frees a handle: its idle buffers go back to the pool (or are released,
+/// scrubbed, if the pool was freed). NULL is a no-op.
+///
+/// @param local  a handle from `zp_local_new`, or NULL; not used afterwards.
+///
+/// Thread safety: may come before or after `zp_pool_free`, from any
+/// thread, but not while another call uses the same handle.
+#[no_mangle]
+pub extern "C" fn zp_local_free(local: *mut zp_local) {
+    boundary((), || {
+        if !local.is_null() {
+            // SAFETY: the header's contract: from zp_local_new, freed once,
+            // no call using it in flight.
+            drop(unsafe { Box::from_raw(local) });
+        }
+    })
+}
+
+/// Gets a buffer through the handle: as `zp_get` on its pool, without the
+/// thread-local lookup.
+///
+/// @param local  a handle from `zp_local_new`.
+/// @param size   the bytes needed (0 gives a valid buffer).
+/// @return as `zp_get`: a buffer of `size` usable bytes, or NULL with
+///         `zp_last_error()` set (ZP_ERR_NULL_POINTER, ZP_ERR_TOO_LARGE,
+///         ZP_ERR_OUT_OF_MEMORY, or ZP_ERR_INVALID_ARGUMENT once the pool
+///         was freed).
+///
+/// Thread safety: meant for the handle's thread; from another thread it
+/// works as `zp_get` does.
+/// cbindgen:prefix=ZP_NODISCARD
+/// cbindgen:postfix=ZP_MALLOC ZP_ALLOC_SIZE(2)
+#[no_mangle]
+pub extern "C" fn zp_local_get(local: *mut zp_local, size: usize) -> *mut c_void {
+    let got = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the header's contract: NULL or a live handle.
+        let Some(l) = (unsafe { handle(local.cast_const()) }) else {
+            set_last_error(ZP_ERR_NULL_POINTER);
+            return ptr::null_mut();
+        };
+        let got = match l.mine() {
+            Some(cache) if !cache.is_closed() => cache.try_get(size),
+            _ => return get_slow(l, size),
+        };
+        match got {
+            Ok(buf) => hand_out(buf),
+            Err(e) => {
+                set_last_error(zp_status::from(&e));
+                ptr::null_mut()
+            }
+        }
+    }));
+    got.unwrap_or_else(|_| {
+        set_last_error(ZP_ERR_INTERNAL);
+        ptr::null_mut()
+    })
+}
+
+/// Another thread's get, or any get once the pool is freed.
+#[cold]
+#[inline(never)]
+fn get_slow(l: &zp_local, size: usize) -> *mut c_void {
+    let shared = l.any().shared();
+    if shared.is_closed() {
+        set_last_error(ZP_ERR_INVALID_ARGUMENT);
+        return ptr::null_mut();
+    }
+    match try_get_shared(shared, size) {
+        Ok(buf) => hand_out(buf),
+        Err(e) => {
+            set_last_error(zp_status::from(&e));
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Returns a buffer of the handle's pool through the handle: the same
+/// checks and codes as `zp_put`. Any buffer of the pool is accepted,
+/// whichever call or thread got it.
+///
+/// @param local  a handle from `zp_local_new` (its pool may have been freed).
+/// @param buf    a buffer of the handle's pool; not used afterwards.
+/// @return as `zp_put`.
+///
+/// Thread safety: meant for the handle's thread; from another thread it
+/// works as `zp_put` does.
+/// cbindgen:prefix=ZP_NODISCARD
+#[no_mangle]
+pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, || {
+        // SAFETY: the header's contract: NULL or a live handle.
+        let Some(l) = (unsafe { handle(local.cast_const()) }) else {
+            return ZP_ERR_NULL_POINTER;
+        };
+        let Some(start) = NonNull::new(buf.cast::<u8>()) else {
+            return ZP_ERR_NULL_POINTER;
+        };
+        match take_back(l.pool, start) {
+            Ok(guard) => {
+                match l.mine() {
+                    Some(cache) => cache.put(guard),
+                    None => drop(guard), // the ordinary path
+                }
+                ZP_OK
+            }
+            Err(status) => status,
+        }
+    })
+}
