@@ -48,6 +48,7 @@ mod shared;
 mod size_class;
 mod stats;
 mod thread_cache;
+mod tls;
 
 pub use buffer::Buffer;
 pub use config::{AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_MIN_BUFFER_SIZE};

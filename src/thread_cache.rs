@@ -15,7 +15,6 @@
 //! - `seen` is the pool state this cache last synced with. When the pool
 //!   is trimmed or closed, the next call releases everything cached.
 
-use std::cell::Cell;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use crate::config::Zeroing;
 use crate::shared::Shared;
 use crate::size_class::SizeClasses;
 use crate::stats::{LocalCounters, SharedCounters};
+use crate::tls::{self, Table};
 
 pub(crate) struct ThreadCache {
     id: u64,
@@ -45,22 +45,6 @@ pub(crate) struct ThreadCache {
     counters: Arc<LocalCounters>,
 }
 
-/// Entries in a thread's table of caches. A pool's cache lives at
-/// `id % TABLE`; ids are handed out in sequence, so a thread using up to
-/// this many pools created close together never sees a collision.
-const TABLE: usize = 1024;
-
-/// A thread's caches, one per pool, direct-mapped by pool id: one
-/// thread-local access and one index per call, whatever the number of
-/// pools. An entry is taken out of its cell while in use, so a re-entrant
-/// call (a buffer dropped from inside a cache operation) finds the entry
-/// empty and takes the uncached path instead of aliasing it.
-struct Table {
-    /// The value of [`CLOSES`] this table last swept for closed pools.
-    closes_seen: Cell<u64>,
-    entries: [Cell<Option<Box<ThreadCache>>>; TABLE],
-}
-
 /// Bumped whenever a pool closes: each thread's next call (on any pool)
 /// then releases its caches of closed pools (API.md guarantee 8), for one
 /// shared load per call.
@@ -71,87 +55,84 @@ pub(crate) fn pool_closed() {
     CLOSES.fetch_add(1, Relaxed);
 }
 
-thread_local! {
-    static CACHES: Table = const {
-        Table { closes_seen: Cell::new(0), entries: [const { Cell::new(None) }; TABLE] }
-    };
-}
-
 /// Releases this thread's caches of closed pools.
 #[cold]
 fn sweep(table: &Table, closes: u64) {
     table.closes_seen.set(closes);
-    for cell in table.entries.iter() {
-        match cell.take() {
-            Some(tc) if tc.shared.is_closed() => drop(tc),
-            other => cell.set(other),
-        }
-    }
+    table.retain(|tc| !tc.shared.is_closed());
 }
 
-/// Runs `f` on this thread's cache for pool `id`, creating the cache from
+/// Runs `f` on this thread's cache for pool `id` (one per pool, in the
+/// thread's table direct-mapped by pool id: one thread-local access and one
+/// index per call, whatever the number of pools), creating the cache from
 /// `attach` on first use (a cache of another pool in the same entry is
-/// flushed to its pool and replaced: constant time). None when there is
-/// no usable cache: thread-local storage is being torn down, the entry is
-/// in use further up the stack (re-entry), or `attach` finds no open pool.
-/// Callers then take the uncached path.
+/// flushed to its pool and replaced: constant time). None when there is no
+/// usable cache: the thread is exiting, the entry is in use further up the
+/// stack (re-entry), or `attach` finds no open pool. Callers then take the
+/// uncached path.
 #[inline(always)]
 pub(crate) fn with_cache<R>(
     id: u64,
     attach: impl FnOnce() -> Option<Arc<Shared>>,
     f: impl FnOnce(&mut ThreadCache) -> R,
 ) -> Option<R> {
-    CACHES
-        .try_with(
-            #[inline(always)]
-            |table| {
-                let closes = CLOSES.load(Relaxed);
-                if closes != table.closes_seen.get() {
-                    sweep(table, closes);
+    tls::with(
+        #[inline(always)]
+        |table| {
+            let closes = CLOSES.load(Relaxed);
+            if closes != table.closes_seen.get() {
+                sweep(table, closes);
+            }
+            let i = id as usize % tls::TABLE;
+            match table.take(i) {
+                Some(mut tc) if tc.id == id => {
+                    let r = f(&mut tc);
+                    table.put_back(i, tc);
+                    Some(r)
                 }
-                let cell = &table.entries[id as usize % TABLE];
-                let Some(mut tc) = cell.take() else {
-                    return attach_and_run(cell, attach, f);
-                };
-                if tc.id != id {
-                    cell.set(Some(tc));
-                    return attach_and_run(cell, attach, f);
-                }
-                let r = f(&mut tc);
-                cell.set(Some(tc));
-                Some(r)
-            },
-        )
-        .ok()
-        .flatten()
+                other => attach_and_run(table, i, other, attach, f),
+            }
+        },
+    )
 }
 
-/// First use of a pool in this entry (empty, or holding another pool's
-/// cache).
+/// First use of a pool in entry `i` (empty, or holding `other`, another
+/// pool's cache).
 #[cold]
 fn attach_and_run<R>(
-    cell: &Cell<Option<Box<ThreadCache>>>,
+    table: &Table,
+    i: usize,
+    other: Option<Box<ThreadCache>>,
     attach: impl FnOnce() -> Option<Arc<Shared>>,
     f: impl FnOnce(&mut ThreadCache) -> R,
 ) -> Option<R> {
+    if let Some(other) = other {
+        table.put_back(i, other);
+    }
     let shared = attach()?;
     if shared.is_closed() {
         return None;
     }
     let mut tc = Box::new(ThreadCache::new(shared));
     let r = f(&mut tc);
-    // The previous occupant (another pool's cache) goes back to its pool.
-    drop(cell.replace(Some(tc)));
+    match table.install(i, tc) {
+        // The previous occupant (another pool's cache) goes back to its pool.
+        Ok(previous) => drop(previous),
+        Err(tc) => drop(tc), // no caches on this thread: flushed at once
+    }
     Some(r)
 }
 
 /// Drops this thread's cache for pool `id`, if it has one.
 pub(crate) fn detach(id: u64) {
-    let _ = CACHES.try_with(|table| {
-        let cell = &table.entries[id as usize % TABLE];
-        match cell.take() {
-            Some(tc) if tc.id == id => drop(tc),
-            other => cell.set(other),
+    tls::with(|table| {
+        let i = id as usize % tls::TABLE;
+        if let Some(tc) = table.take(i) {
+            if tc.id == id {
+                drop(tc);
+            } else {
+                table.put_back(i, tc);
+            }
         }
     });
 }

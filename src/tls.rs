@@ -1,0 +1,143 @@
+//! The per-thread table that holds a thread's pool caches, with no Rust
+//! thread-local destructor.
+//!
+//! A `thread_local!` value that needs `Drop` costs a registration check on
+//! every access (`try_with`, out of line) and a destructor registration on
+//! first use that aborts the process when it cannot allocate. This table
+//! needs no `Drop`: it holds raw pointers to boxed caches, and the caches
+//! are dropped at thread exit by a `pthread_key_create` destructor (the key
+//! is created once per process; setting it for a thread never allocates
+//! for the first 32 keys of a process, and a failure only means the thread
+//! keeps no caches).
+//!
+//! Invariants:
+//! - An entry is null or a pointer from `Box::into_raw` owned by the table.
+//! - An entry is taken out (set to null) while its cache is in use, so a
+//!   re-entrant call finds it empty and never aliases the cache.
+//! - Once the thread-exit destructor ran (`dead`), nothing is stored again.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::ptr;
+use std::sync::OnceLock;
+
+use crate::thread_cache::ThreadCache;
+
+/// Entries in a thread's table. A pool's cache lives at `id % TABLE`; ids
+/// are handed out in sequence, so a thread using up to this many pools
+/// created close together never sees a collision.
+pub(crate) const TABLE: usize = 1024;
+
+pub(crate) struct Table {
+    /// The value of `thread_cache::CLOSES` this table last swept.
+    pub(crate) closes_seen: Cell<u64>,
+    /// The thread-exit destructor is registered for this thread.
+    registered: Cell<bool>,
+    /// The thread-exit destructor ran: keep nothing any more.
+    dead: Cell<bool>,
+    entries: [Cell<*mut ThreadCache>; TABLE],
+}
+
+thread_local! {
+    static TABLE_OF_CACHES: Table = const {
+        Table {
+            closes_seen: Cell::new(0),
+            registered: Cell::new(false),
+            dead: Cell::new(false),
+            entries: [const { Cell::new(ptr::null_mut()) }; TABLE],
+        }
+    };
+}
+
+/// Runs `f` on this thread's table.
+#[inline(always)]
+pub(crate) fn with<R>(f: impl FnOnce(&Table) -> R) -> R {
+    TABLE_OF_CACHES.with(f)
+}
+
+impl Table {
+    /// Takes the cache out of entry `i` (None: empty, or in use further up
+    /// the stack). Give it back with [`put`](Self::put).
+    #[inline(always)]
+    pub(crate) fn take(&self, i: usize) -> Option<Box<ThreadCache>> {
+        let p = self.entries[i].replace(ptr::null_mut());
+        if p.is_null() {
+            None
+        } else {
+            // SAFETY: non-null entries come from Box::into_raw and are owned
+            // by the table; taking it out (null left behind) moves ownership.
+            Some(unsafe { Box::from_raw(p) })
+        }
+    }
+
+    /// Puts a cache taken with `take` back, where it was.
+    #[inline(always)]
+    pub(crate) fn put_back(&self, i: usize, tc: Box<ThreadCache>) {
+        let old = self.entries[i].replace(Box::into_raw(tc));
+        if !old.is_null() {
+            // A re-entrant call stored a cache meanwhile; ours wins.
+            // SAFETY: as in `take`: the table owned it.
+            drop(unsafe { Box::from_raw(old) });
+        }
+    }
+
+    /// Stores a new cache in entry `i`; the previous occupant is returned to
+    /// be dropped. Err(tc) when the thread keeps no caches (exiting, or its
+    /// exit destructor could not be registered).
+    pub(crate) fn install(&self, i: usize, tc: Box<ThreadCache>) -> Result<Option<Box<ThreadCache>>, Box<ThreadCache>> {
+        if self.dead.get() || !self.register() {
+            return Err(tc);
+        }
+        let old = self.entries[i].replace(Box::into_raw(tc));
+        // SAFETY: as in `take`.
+        Ok((!old.is_null()).then(|| unsafe { Box::from_raw(old) }))
+    }
+
+    /// Every cache, taken out one at a time (sweeps, thread exit): `keep`
+    /// says which go back.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&ThreadCache) -> bool) {
+        for i in 0..TABLE {
+            if let Some(tc) = self.take(i) {
+                if keep(&tc) {
+                    self.put_back(i, tc);
+                }
+            }
+        }
+    }
+
+    /// Registers the thread-exit destructor for this thread, once.
+    fn register(&self) -> bool {
+        if self.registered.get() {
+            return true;
+        }
+        let Some(key) = exit_key() else { return false };
+        // Any non-null value makes the destructor run; the table itself is
+        // found through the thread-local.
+        // SAFETY: a key from pthread_key_create; the value is not a pointer
+        // anyone dereferences.
+        let ok = unsafe { libc::pthread_setspecific(key, ptr::NonNull::<u8>::dangling().as_ptr().cast()) } == 0;
+        self.registered.set(ok);
+        ok
+    }
+}
+
+/// The process's key whose destructor drops a thread's caches.
+fn exit_key() -> Option<libc::pthread_key_t> {
+    static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
+    *KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is writable; the destructor is an extern "C" fn
+        // that never unwinds.
+        (unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0).then_some(key)
+    })
+}
+
+/// Thread exit: the caches go back to their pools (or are released).
+extern "C" fn thread_exit(_: *mut libc::c_void) {
+    let _ = std::panic::catch_unwind(|| {
+        with(|t| {
+            t.dead.set(true);
+            t.retain(|_| false);
+        })
+    });
+}
