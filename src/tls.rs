@@ -52,7 +52,13 @@ thread_local! {
 /// Runs `f` on this thread's table.
 #[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(&Table) -> R) -> R {
-    TABLE_OF_CACHES.with(f)
+    // Only the address goes through `LocalKey::with`: a closure that small
+    // is inlined, so the access is one thread-pointer-relative address
+    // (a large closure made `with` an out-of-line call on the fast path).
+    let table = TABLE_OF_CACHES.with(|t| t as *const Table);
+    // SAFETY: a thread-local lives as long as its thread, and `f` runs on
+    // this thread now; the reference does not escape `f`.
+    f(unsafe { &*table })
 }
 
 impl Table {
