@@ -85,9 +85,10 @@ impl AutoConfig {
         AutoConfig { tls_cache_size, num_shards, max_buffers_per_shard }
     }
 
-    /// The configuration for this machine (`num_cpus::get()`).
+    /// The configuration for this machine (the CPUs this process may run
+    /// on, read without allocating).
     pub fn detect() -> AutoConfig {
-        AutoConfig::for_cpus(num_cpus::get())
+        AutoConfig::for_cpus(crate::os::cpu_count())
     }
 }
 
@@ -200,7 +201,9 @@ impl Builder {
 
     /// Validates the settings and builds the pool.
     pub fn build(self) -> Result<BufferPool, Error> {
-        self.config().map(BufferPool::from_config)
+        let cfg = self.config()?;
+        let bytes = std::mem::size_of::<crate::shared::Shared>();
+        BufferPool::from_config(cfg).map_err(|_| Error::OutOfMemory { bytes })
     }
 
     pub(crate) fn config(self) -> Result<Config, Error> {

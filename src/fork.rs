@@ -68,6 +68,14 @@ impl<T> ForkLock for Mutex<T> {
 /// The pools whose locks are held between prepare and parent/child.
 static HELD: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
 
+/// Makes room in the fork handlers' list for `open` pools (called when a
+/// pool is created, so the handlers never allocate inside fork()).
+pub(crate) fn reserve_fork_room(open: usize) -> bool {
+    let mut held = HELD.lock();
+    let more = open.saturating_sub(held.len());
+    held.try_reserve(more).is_ok()
+}
+
 /// Registers the handlers, once per process.
 pub(crate) fn install_handlers() {
     static ONCE: Once = Once::new();
@@ -94,31 +102,35 @@ fn global_locks() -> [&'static dyn ForkLock; 2] {
 
 extern "C" fn prepare() {
     guarded(|| {
-        let pools = crate::pool::pools_lock();
-        let guard = pools.lock();
-        let mut open: Vec<Arc<Shared>> = guard.values().filter_map(std::sync::Weak::upgrade).collect();
-        mem::forget(guard);
+        let guard = crate::pool::pools_lock().lock();
         crate::ffi::handles_lock().hold();
-        open.sort_by_key(|s| s.id);
-        for shared in &open {
-            shared.locks().iter().for_each(|l| l.hold());
+        // Room for every open pool was reserved when it was created, so
+        // this never allocates inside fork(); the table is sorted by id.
+        let mut held = HELD.lock();
+        for shared in guard.open() {
+            debug_assert!(held.len() < held.capacity(), "room reserved by reserve_fork_room");
+            shared.locks().for_each(|l| l.hold());
+            held.push(shared);
         }
-        *HELD.lock() = open;
+        drop(held);
+        mem::forget(guard); // held until parent/child
     });
 }
 
 /// Lets go of every lock `prepare` took, in reverse order, with `let_go`
 /// (release in the parent, reset in the child).
 fn let_go_all(let_go: unsafe fn(&dyn ForkLock)) {
-    let held = mem::take(&mut *HELD.lock());
+    let mut guard = HELD.lock();
+    let held = &mut *guard;
     for shared in held.iter().rev() {
         // SAFETY: `prepare` took every one of these on this thread, the
         // only one that runs fork handlers for this fork.
-        shared.locks().iter().rev().for_each(|l| unsafe { let_go(*l) });
+        shared.locks().rev().for_each(|l| unsafe { let_go(l) });
     }
     // SAFETY: as above.
     global_locks().iter().rev().for_each(|l| unsafe { let_go(*l) });
-    drop(held);
+    // Cleared in place: the room stays for the next fork.
+    held.clear();
 }
 
 extern "C" fn parent() {

@@ -368,3 +368,70 @@ pub(crate) fn thread_pointer() -> usize {
         HERE.with(|h| h as *const u8 as usize)
     }
 }
+
+/// The number of CPUs this process may run on (its affinity mask), read
+/// without allocating; at least 1.
+pub(crate) fn cpu_count() -> usize {
+    static CPUS: AtomicUsize = AtomicUsize::new(0);
+    let cached = CPUS.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    #[cfg(not(miri))]
+    let n = {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+        // its size into it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+        // SAFETY: `set` was filled in by the kernel (or is all zero).
+        let counted = if ok { (unsafe { libc::CPU_COUNT(&set) }) as usize } else { 0 };
+        if counted > 0 {
+            counted
+        } else {
+            // SAFETY: sysconf has no preconditions.
+            (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize
+        }
+    };
+    #[cfg(miri)]
+    let n = std::thread::available_parallelism().map_or(1, usize::from);
+    CPUS.store(n, Ordering::Relaxed);
+    n
+}
+
+/// Moves `value` to the heap, or gives it back when the allocator refuses
+/// (rather than aborting the process as `Box::new` would).
+pub(crate) fn try_box<T>(value: T) -> Result<Box<T>, T> {
+    let layout = std::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(Box::new(value));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) }.cast::<T>();
+    if p.is_null() {
+        return Err(value);
+    }
+    // SAFETY: `p` is fresh, aligned and sized for T; Box::from_raw takes
+    // ownership of memory from the global allocator with T's layout.
+    unsafe {
+        p.write(value);
+        Ok(Box::from_raw(p))
+    }
+}
+
+/// Whether the allocator can provide `bytes` right now: a probe allocation,
+/// freed at once. Used before the few allocations the standard library
+/// offers no fallible form of (`Arc::new`): the freed block is what the
+/// next allocation of that size on this thread gets back, so a refusal
+/// becomes an error instead of an abort.
+pub(crate) fn can_allocate(bytes: usize) -> bool {
+    let Ok(layout) = std::alloc::Layout::from_size_align(bytes.max(1), 16) else { return false };
+    // SAFETY: non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) };
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: just allocated with this layout.
+    unsafe { std::alloc::dealloc(p, layout) };
+    true
+}

@@ -1,7 +1,6 @@
 //! The public pool handle: orchestrates get and put through the thread
 //! cache, the shards and the system, in that order.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -17,16 +16,47 @@ use crate::thread_cache::{self, with_cache, ThreadCache};
 
 /// Open pools by id: how a returned buffer finds its pool without holding
 /// a reference count. Ids are never reused, so a buffer of a dropped pool
-/// finds nothing and is released.
-static POOLS: Mutex<BTreeMap<u64, Weak<Shared>>> = Mutex::new(BTreeMap::new());
+/// finds nothing and is released. Sorted by id (ids only grow, so an insert
+/// is a push); growth is fallible, so creating a pool never aborts.
+pub(crate) struct PoolTable(Vec<(u64, Weak<Shared>)>);
+
+impl PoolTable {
+    fn find(&self, id: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&id, |(k, _)| *k)
+    }
+
+    fn get(&self, id: u64) -> Option<Arc<Shared>> {
+        self.find(id).ok().and_then(|i| self.0[i].1.upgrade())
+    }
+
+    fn try_insert(&mut self, id: u64, shared: Weak<Shared>) -> Result<(), OutOfMemory> {
+        self.0.try_reserve(1).map_err(|_| OutOfMemory)?;
+        let at = self.find(id).unwrap_or_else(|at| at);
+        self.0.insert(at, (id, shared));
+        Ok(())
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Ok(i) = self.find(id) {
+            self.0.remove(i);
+        }
+    }
+
+    /// The open pools (for the fork handlers).
+    pub(crate) fn open(&self) -> impl Iterator<Item = Arc<Shared>> + '_ {
+        self.0.iter().filter_map(|(_, w)| w.upgrade())
+    }
+}
+
+static POOLS: Mutex<PoolTable> = Mutex::new(PoolTable(Vec::new()));
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn lookup(id: u64) -> Option<Arc<Shared>> {
-    POOLS.lock().get(&id).and_then(Weak::upgrade)
+    POOLS.lock().get(id)
 }
 
-/// The open-pool table's lock, and the pools in it (for the fork handlers).
-pub(crate) fn pools_lock() -> &'static Mutex<BTreeMap<u64, Weak<Shared>>> {
+/// The open-pool table's lock (for the fork handlers).
+pub(crate) fn pools_lock() -> &'static Mutex<PoolTable> {
     &POOLS
 }
 
@@ -58,12 +88,26 @@ impl BufferPool {
         Builder::new()
     }
 
-    pub(crate) fn from_config(cfg: Config) -> BufferPool {
+    /// A pool from a validated configuration; Err when memory for its
+    /// bookkeeping cannot be had (nothing is left behind then).
+    pub(crate) fn from_config(cfg: Config) -> Result<BufferPool, OutOfMemory> {
         crate::fork::install_handlers();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(Shared::new(id, cfg));
-        POOLS.lock().insert(id, Arc::downgrade(&shared));
-        BufferPool { shared }
+        let shared = Shared::try_new(id, cfg)?;
+        // `Arc::new` has no fallible form: probe for its block first.
+        if !crate::os::can_allocate(std::mem::size_of::<Shared>() + 2 * std::mem::size_of::<usize>()) {
+            return Err(OutOfMemory);
+        }
+        let shared = Arc::new(shared);
+        let mut pools = POOLS.lock();
+        // Room for this pool in the fork handlers' list first (they must not
+        // allocate inside fork()); taken under the table's lock, as they do.
+        if !crate::fork::reserve_fork_room(pools.0.len() + 1) {
+            return Err(OutOfMemory);
+        }
+        pools.try_insert(id, Arc::downgrade(&shared))?;
+        drop(pools);
+        Ok(BufferPool { shared })
     }
 
     /// A buffer of exactly `len` bytes (capacity may be larger).
@@ -185,7 +229,7 @@ impl Clone for BufferPool {
 impl Drop for BufferPool {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            POOLS.lock().remove(&self.shared.id);
+            POOLS.lock().remove(self.shared.id);
             self.shared.close();
             thread_cache::detach(self.shared.id);
         }
@@ -240,8 +284,9 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    pub(crate) fn new(pool: &BufferPool) -> Local {
-        Local { cache: ThreadCache::new(pool.shared.clone()) }
+    /// None when out of memory.
+    pub(crate) fn try_new(pool: &BufferPool) -> Option<Local> {
+        Some(Local { cache: ThreadCache::try_new(pool.shared.clone())? })
     }
 
     /// The pool's shared part, for calls that must not use this cache

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::buffer::OutOfMemory;
 use crate::config::EvictionPolicy;
 use crate::eviction::IdleSet;
 use crate::padded::CachePadded;
@@ -31,11 +32,11 @@ pub(crate) struct Locked<'a> {
 }
 
 impl Shard {
-    pub(crate) fn new(policy: EvictionPolicy, classes: usize, capacity: usize) -> Shard {
-        Shard(CachePadded(ShardInner {
-            idle: Mutex::new(IdleSet::new(policy, classes, capacity)),
+    pub(crate) fn try_new(policy: EvictionPolicy, classes: usize, capacity: usize) -> Result<Shard, OutOfMemory> {
+        Ok(Shard(CachePadded(ShardInner {
+            idle: Mutex::new(IdleSet::try_new(policy, classes, capacity)?),
             present: AtomicU64::new(0),
-        }))
+        })))
     }
 
     /// Whether the shard may hold an idle buffer of `class` (a hint: read

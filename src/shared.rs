@@ -46,13 +46,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(id: u64, cfg: Config) -> Shared {
-        let shards = (0..cfg.num_shards)
-            .map(|_| Shard::new(cfg.policy, cfg.classes.count(), cfg.max_buffers_per_shard))
-            .collect();
+    /// Everything a pool needs up front, allocated fallibly.
+    pub(crate) fn try_new(id: u64, cfg: Config) -> Result<Shared, OutOfMemory> {
+        let mut shards = Vec::new();
+        shards.try_reserve_exact(cfg.num_shards).map_err(|_| OutOfMemory)?;
+        for _ in 0..cfg.num_shards {
+            shards.push(Shard::try_new(cfg.policy, cfg.classes.count(), cfg.max_buffers_per_shard)?);
+        }
+        let shards = shards.into_boxed_slice();
         let caps = (0..cfg.classes.count()).map(|k| cfg.classes.capacity(k));
-        let region = Region::create(id, caps, cfg.canary, cfg.pinned);
-        Shared {
+        let region = Region::create(id, caps, cfg.canary, cfg.pinned)?;
+        Ok(Shared {
             region,
             id,
             cfg,
@@ -63,7 +67,7 @@ impl Shared {
             handles: AtomicUsize::new(1),
             counters: SharedCounters::default(),
             registry: CounterRegistry::default(),
-        }
+        })
     }
 
     /// The trim generation and CLOSED bit.
@@ -141,22 +145,22 @@ impl Shared {
     /// Moves up to `want` idle buffers of `class` into `out`, from the
     /// `home` shard or else the first other shard that has some. Their
     /// reservation moves with them. Returns how many moved.
-    pub(crate) fn take(&self, home: usize, class: usize, want: usize, out: &mut Vec<RawBuf>) -> usize {
+    pub(crate) fn take(&self, home: usize, class: usize, want: usize, mut out: impl FnMut(RawBuf)) -> usize {
         for i in 0..self.shards.len() {
             let shard = self.shard(home, i);
             if !shard.may_have(class) {
                 continue;
             }
             let mut idle = shard.lock();
-            let before = out.len();
-            while out.len() - before < want {
+            let mut got = 0;
+            while got < want {
                 match idle.take(class) {
-                    Some(raw) => out.push(raw),
+                    Some(raw) => out(raw),
                     None => break,
                 }
+                got += 1;
             }
             drop(idle);
-            let got = out.len() - before;
             if got > 0 {
                 SharedCounters::bump(&self.counters.shard_hits, 1);
                 return got;
@@ -172,32 +176,44 @@ impl Shared {
     /// Keeps buffers (already reserved) idle: in the `home` shard, then in
     /// other shards with room below `max_buffers_per_shard`; when every
     /// shard is full, the home shard's policy picks what is released.
-    pub(crate) fn stash(&self, home: usize, bufs: Vec<RawBuf>) {
+    /// Moves every buffer out of `bufs` (left empty, its capacity kept: no
+    /// allocation), several per lock.
+    pub(crate) fn stash(&self, home: usize, bufs: &mut Vec<RawBuf>) {
+        self.stash_from(home, || bufs.pop());
+    }
+
+    fn stash_from(&self, home: usize, mut next: impl FnMut() -> Option<RawBuf>) {
         let max = self.cfg.max_buffers_per_shard;
         let classes = &self.cfg.classes;
-        let mut pending = bufs;
+        let mut carry = next();
         for i in 0..self.shards.len() {
-            if pending.is_empty() {
+            if carry.is_none() {
                 return;
             }
             let mut idle = self.shard(home, i).lock();
             while idle.len() < max {
-                let Some(raw) = pending.pop() else { break };
-                idle.insert(classes.class_of_log2(raw.log2()), raw);
+                let Some(raw) = carry.take() else { break };
+                if let Err(raw) = idle.insert(classes.class_of_log2(raw.log2()), raw) {
+                    self.release_evicted(raw); // no memory for the bookkeeping
+                }
+                carry = next();
             }
         }
-        let mut victims = Vec::new();
+        if carry.is_none() {
+            return;
+        }
         let mut idle = self.shards[home].lock();
-        for raw in pending {
-            idle.insert(classes.class_of_log2(raw.log2()), raw);
-            match idle.evict(None) {
-                Evict::Victim(victim) => victims.push(victim),
-                Evict::Incoming | Evict::Nothing => {}
+        while let Some(raw) = carry.take() {
+            match idle.insert(classes.class_of_log2(raw.log2()), raw) {
+                Err(raw) => self.release_evicted(raw),
+                // Released under the shard lock (shard, then region: the
+                // order the fork handlers take them in).
+                Ok(()) => match idle.evict(None) {
+                    Evict::Victim(victim) => self.release_evicted(victim),
+                    Evict::Incoming | Evict::Nothing => {}
+                },
             }
-        }
-        drop(idle);
-        for victim in victims {
-            self.release_evicted(victim);
+            carry = next();
         }
     }
 
@@ -256,9 +272,9 @@ impl Shared {
 
     /// Get without a thread cache (thread-local storage already destroyed).
     pub(crate) fn get_uncached(&self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
-        let mut one = Vec::with_capacity(1);
-        let raw = if self.take(self.next_home(), class, 1, &mut one) == 1 {
-            let mut raw = one.pop().expect("take moved one buffer");
+        let mut one = None;
+        let raw = if self.take(self.next_home(), class, 1, |raw| one = Some(raw)) == 1 {
+            let mut raw = one.expect("take moved one buffer");
             self.unreserve(raw.capacity());
             self.reuse(&mut raw, len);
             raw
@@ -284,7 +300,8 @@ impl Shared {
         }
         let class = self.cfg.classes.class_of_log2(raw.log2());
         if self.reserve(raw.capacity(), home, class) {
-            self.stash(home, vec![raw]);
+            let mut one = Some(raw);
+            self.stash_from(home, || one.take());
         } else {
             SharedCounters::bump(&self.counters.evictions, 1);
         }
@@ -314,10 +331,12 @@ impl Shared {
 
     fn drain_shards(&self) {
         for shard in self.shards.iter() {
-            let drained = shard.lock().drain();
-            let bytes: usize = drained.iter().map(RawBuf::capacity).sum();
-            self.unreserve(bytes);
-            drop(drained);
+            // One at a time, released under the lock: no allocation.
+            let mut idle = shard.lock();
+            while let Some(raw) = idle.pop_any() {
+                self.unreserve(raw.capacity());
+                drop(raw);
+            }
         }
         self.region.give_back_pending();
     }
@@ -327,7 +346,17 @@ impl Shared {
     /// shard's lock, and a cache publishes a decrease before a shard gets
     /// the buffer, so nothing idle is counted twice.
     pub(crate) fn stats(&self) -> Stats {
-        let locked: Vec<_> = self.shards.iter().map(Shard::lock).collect();
+        let mut locked = Vec::new();
+        if locked.try_reserve_exact(self.shards.len()).is_err() {
+            // No memory to hold every lock at once: a snapshot taken shard
+            // by shard (approximate while other threads work).
+            let idle = self.shards.iter().fold((0u64, 0u64), |(n, b), s| {
+                let s = s.lock();
+                (n + s.len() as u64, b + s.bytes() as u64)
+            });
+            return self.registry.snapshot(&self.counters, idle);
+        }
+        locked.extend(self.shards.iter().map(Shard::lock));
         let idle = locked.iter().fold((0u64, 0u64), |(n, b), s| (n + s.len() as u64, b + s.bytes() as u64));
         let stats = self.registry.snapshot(&self.counters, idle);
         drop(locked);
@@ -337,11 +366,10 @@ impl Shared {
     /// Every lock of this pool, in the order they are taken together
     /// (shards by index, then the counter registry, as `stats` does; then
     /// the region's, which are never held while taking another).
-    pub(crate) fn locks(&self) -> Vec<&dyn ForkLock> {
-        let mut locks: Vec<&dyn ForkLock> = self.shards.iter().map(|s| s.mutex() as &dyn ForkLock).collect();
-        locks.push(self.registry.mutex());
-        locks.extend(self.region.locks());
-        locks
+    pub(crate) fn locks(&self) -> impl DoubleEndedIterator<Item = &dyn ForkLock> {
+        // No allocation: the fork handlers run this inside fork().
+        let shards = self.shards.iter().map(|s| s.mutex() as &dyn ForkLock);
+        shards.chain(std::iter::once(self.registry.mutex() as &dyn ForkLock)).chain(self.region.locks())
     }
 
     /// Bytes reserved now (idle bytes plus thread-cache credit).

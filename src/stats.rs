@@ -103,8 +103,14 @@ impl CounterRegistry {
         &self.live
     }
 
-    pub(crate) fn register(&self, c: Arc<LocalCounters>) {
-        self.live.lock().push(c);
+    /// Adds a cache's counters; Err when the list cannot grow.
+    pub(crate) fn try_register(&self, c: Arc<LocalCounters>) -> Result<(), Arc<LocalCounters>> {
+        let mut live = self.live.lock();
+        if live.try_reserve(1).is_err() {
+            return Err(c);
+        }
+        live.push(c);
+        Ok(())
     }
 
     /// Folds a departing cache's counters into `shared` and forgets it, in

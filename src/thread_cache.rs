@@ -36,6 +36,9 @@ pub(crate) struct ThreadCache {
     zero_on_get: bool,
     classes: SizeClasses,
     stacks: Box<[Vec<RawBuf>]>,
+    /// Room for a flush (`limit + 1` buffers), so moving buffers to the
+    /// shards never allocates.
+    scratch: Vec<RawBuf>,
     count: usize,
     idle_bytes: usize,
     credit: usize,
@@ -113,7 +116,8 @@ fn attach_and_run<R>(
     if shared.is_closed() {
         return None;
     }
-    let mut tc = Box::new(ThreadCache::new(shared));
+    // Out of memory for a cache: this call goes uncached.
+    let mut tc = crate::os::try_box(ThreadCache::try_new(shared)?).ok()?;
     let r = f(&mut tc);
     match table.install(i, tc) {
         // The previous occupant (another pool's cache) goes back to its pool.
@@ -138,12 +142,28 @@ pub(crate) fn detach(id: u64) {
 }
 
 impl ThreadCache {
-    pub(crate) fn new(shared: Arc<Shared>) -> ThreadCache {
+    /// A cache for `shared`, every allocation it will ever need made now
+    /// and fallibly (None: out of memory; the caller goes uncached).
+    pub(crate) fn try_new(shared: Arc<Shared>) -> Option<ThreadCache> {
         let limit = shared.cfg.tls_cache_size;
-        let stacks = (0..shared.cfg.classes.count()).map(|_| Vec::with_capacity(limit + 1)).collect();
+        let classes = shared.cfg.classes.count();
+        let mut stacks = Vec::new();
+        stacks.try_reserve_exact(classes).ok()?;
+        for _ in 0..classes {
+            let mut stack = Vec::new();
+            stack.try_reserve_exact(limit + 1).ok()?;
+            stacks.push(stack);
+        }
+        let mut scratch = Vec::new();
+        scratch.try_reserve_exact(limit + 1).ok()?;
+        // `Arc::new` has no fallible form: probe for its block first.
+        if !crate::os::can_allocate(std::mem::size_of::<LocalCounters>() + 2 * std::mem::size_of::<usize>()) {
+            return None;
+        }
         let counters = Arc::new(LocalCounters::default());
-        shared.registry.register(counters.clone());
-        ThreadCache {
+        shared.registry.try_register(counters.clone()).ok()?;
+        Some(ThreadCache {
+            scratch,
             id: shared.id,
             seen: shared.state(),
             home: shared.next_home(),
@@ -151,7 +171,7 @@ impl ThreadCache {
             scrub: shared.cfg.zeroing.scrubs_on_put(),
             zero_on_get: shared.cfg.zeroing == Zeroing::Always,
             classes: shared.cfg.classes.clone(),
-            stacks,
+            stacks: stacks.into_boxed_slice(),
             count: 0,
             idle_bytes: 0,
             credit: 0,
@@ -160,7 +180,7 @@ impl ThreadCache {
             puts: 0,
             counters,
             shared,
-        }
+        })
     }
 
     /// The pool this cache belongs to.
@@ -194,7 +214,7 @@ impl ThreadCache {
         let want = 1 + (self.limit / 2).min(self.limit.saturating_sub(self.count));
         let stack = &mut self.stacks[class];
         let before = stack.len();
-        let got = self.shared.take(self.home, class, want, stack);
+        let got = self.shared.take(self.home, class, want, |raw| stack.push(raw));
         // The shard handed them out newest first; keep the newest on top.
         stack[before..].reverse();
         let raw = if got > 0 {
@@ -297,20 +317,21 @@ impl ThreadCache {
     /// Moves the oldest `how_many(len)` buffers of each class to the home
     /// shard, with their credit.
     fn flush(&mut self, how_many: impl Fn(usize) -> usize) {
-        let mut moved = Vec::new();
+        debug_assert!(self.scratch.is_empty());
         for stack in self.stacks.iter_mut() {
             let n = how_many(stack.len()).min(stack.len());
-            moved.extend(stack.drain(..n));
+            debug_assert!(self.scratch.len() + n <= self.scratch.capacity(), "flush never allocates");
+            self.scratch.extend(stack.drain(..n));
         }
-        let bytes: usize = moved.iter().map(RawBuf::capacity).sum();
-        self.count -= moved.len();
+        let bytes: usize = self.scratch.iter().map(RawBuf::capacity).sum();
+        self.count -= self.scratch.len();
         self.idle_bytes -= bytes;
         self.credit -= bytes;
         // Published before the shard has them, so `stats` never counts a
         // buffer in both places.
         self.publish_idle();
-        if !moved.is_empty() {
-            self.shared.stash(self.home, moved);
+        if !self.scratch.is_empty() {
+            self.shared.stash(self.home, &mut self.scratch);
         }
     }
 
@@ -330,12 +351,12 @@ impl ThreadCache {
             return;
         }
         self.seen = state;
-        let released: Vec<RawBuf> = self.stacks.iter_mut().flat_map(|s| s.drain(..)).collect();
         self.count = 0;
         self.idle_bytes = 0;
         self.settle(0);
         self.publish_idle();
-        drop(released);
+        // Released (not kept: the pool was trimmed or closed).
+        self.stacks.iter_mut().for_each(Vec::clear);
         self.shared.region.give_back_pending();
     }
 

@@ -91,7 +91,19 @@ fn run(source: &str, link: Link) {
 
 fn run_with(source: &str, link: Link, defines: &[&str]) {
     let exe = build_with(source, link, defines);
-    let out = Command::new(&exe).output().unwrap();
+    // A just-linked executable can be briefly busy (ETXTBSY) while another
+    // test thread forks: retry the spawn a few times.
+    let mut tries = 0;
+    let out = loop {
+        match Command::new(&exe).output() {
+            Ok(out) => break out,
+            Err(e) if tries < 20 && e.raw_os_error() == Some(libc::ETXTBSY) => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("running {}: {e}", exe.display()),
+        }
+    };
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     print!("{text}");
     assert!(out.status.success(), "{source} ({link:?}) failed:\n{text}");

@@ -38,7 +38,7 @@
 use std::collections::VecDeque;
 
 use super::Evict;
-use crate::buffer::RawBuf;
+use crate::buffer::{OutOfMemory, RawBuf};
 
 #[derive(Debug, Default)]
 struct Class {
@@ -64,21 +64,27 @@ pub(super) struct ClockPro {
 }
 
 impl ClockPro {
-    pub(super) fn new(classes: usize, window: usize) -> ClockPro {
-        ClockPro {
-            classes: (0..classes).map(|_| Class::default()).collect(),
+    pub(super) fn try_new(classes: usize, window: usize) -> Result<ClockPro, OutOfMemory> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(classes).map_err(|_| OutOfMemory)?;
+        v.resize_with(classes, Class::default);
+        Ok(ClockPro {
+            classes: v,
             cold_hand: 0,
             hot_hand: 0,
             now: 0,
             window: window.max(1) as u64,
-        }
+        })
     }
 
     pub(super) fn class_mask(&self) -> u64 {
         self.classes.iter().enumerate().filter(|(_, c)| !c.idle.is_empty()).fold(0, |m, (k, _)| m | 1 << k)
     }
 
-    pub(super) fn insert(&mut self, class: usize, raw: RawBuf) {
+    pub(super) fn insert(&mut self, class: usize, raw: RawBuf) -> Result<(), RawBuf> {
+        if self.classes[class].idle.try_reserve(1).is_err() {
+            return Err(raw);
+        }
         self.now += 1;
         let now = self.now;
         let c = &mut self.classes[class];
@@ -86,6 +92,7 @@ impl ClockPro {
             c.test_until = now + self.window;
         }
         c.idle.push_back(raw);
+        Ok(())
     }
 
     /// A hit: the most recently returned buffer of the class.
@@ -163,8 +170,8 @@ impl ClockPro {
         Evict::Nothing
     }
 
-    pub(super) fn drain(&mut self) -> Vec<RawBuf> {
-        self.classes.iter_mut().flat_map(|c| c.idle.drain(..)).collect()
+    pub(super) fn pop_any(&mut self) -> Option<RawBuf> {
+        self.classes.iter_mut().find_map(|c| c.idle.pop_back())
     }
 
     /// Whether `class` is hot (for tests).

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::buffer::RawBuf;
+use crate::buffer::{OutOfMemory, RawBuf};
 
 #[derive(Debug)]
 pub(super) struct Lifo {
@@ -15,8 +15,11 @@ pub(super) struct Lifo {
 }
 
 impl Lifo {
-    pub(super) fn new(classes: usize) -> Lifo {
-        Lifo { classes: (0..classes).map(|_| VecDeque::new()).collect(), clock: 0 }
+    pub(super) fn try_new(classes: usize) -> Result<Lifo, OutOfMemory> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(classes).map_err(|_| OutOfMemory)?;
+        v.resize_with(classes, VecDeque::new);
+        Ok(Lifo { classes: v, clock: 0 })
     }
 
     pub(super) fn class_mask(&self) -> u64 {
@@ -27,9 +30,14 @@ impl Lifo {
             .fold(0, |mask, (k, _)| mask | 1 << k)
     }
 
-    pub(super) fn insert(&mut self, class: usize, raw: RawBuf) {
+    pub(super) fn insert(&mut self, class: usize, raw: RawBuf) -> Result<(), RawBuf> {
+        let q = &mut self.classes[class];
+        if q.try_reserve(1).is_err() {
+            return Err(raw);
+        }
         self.clock += 1;
-        self.classes[class].push_back((self.clock, raw));
+        q.push_back((self.clock, raw));
+        Ok(())
     }
 
     pub(super) fn take(&mut self, class: usize) -> Option<RawBuf> {
@@ -46,7 +54,7 @@ impl Lifo {
         self.classes[oldest.1].pop_front().map(|(_, raw)| raw)
     }
 
-    pub(super) fn drain(&mut self) -> Vec<RawBuf> {
-        self.classes.iter_mut().flat_map(|q| q.drain(..).map(|(_, raw)| raw)).collect()
+    pub(super) fn pop_any(&mut self) -> Option<RawBuf> {
+        self.classes.iter_mut().find_map(|q| q.pop_back()).map(|(_, raw)| raw)
     }
 }

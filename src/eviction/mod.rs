@@ -13,7 +13,7 @@
 mod clock_pro;
 mod lifo;
 
-use crate::buffer::RawBuf;
+use crate::buffer::{OutOfMemory, RawBuf};
 use crate::config::EvictionPolicy;
 
 use clock_pro::ClockPro;
@@ -47,12 +47,17 @@ enum Order {
 impl IdleSet {
     /// `capacity` is about how many buffers the shard holds (CLOCK-Pro's
     /// test periods last that many insertions).
-    pub(crate) fn new(policy: EvictionPolicy, classes: usize, capacity: usize) -> IdleSet {
+    pub(crate) fn try_new(policy: EvictionPolicy, classes: usize, capacity: usize) -> Result<IdleSet, OutOfMemory> {
         let order = match policy {
-            EvictionPolicy::Lifo => Order::Lifo(Lifo::new(classes)),
-            EvictionPolicy::ClockPro => Order::ClockPro(ClockPro::new(classes, capacity)),
+            EvictionPolicy::Lifo => Order::Lifo(Lifo::try_new(classes)?),
+            EvictionPolicy::ClockPro => Order::ClockPro(ClockPro::try_new(classes, capacity)?),
         };
-        IdleSet { order, count: 0, bytes: 0 }
+        Ok(IdleSet { order, count: 0, bytes: 0 })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn new(policy: EvictionPolicy, classes: usize, capacity: usize) -> IdleSet {
+        IdleSet::try_new(policy, classes, capacity).unwrap()
     }
 
     /// Idle buffers held.
@@ -73,14 +78,29 @@ impl IdleSet {
         }
     }
 
-    /// Keeps `raw`, a buffer of `class`, idle.
-    pub(crate) fn insert(&mut self, class: usize, raw: RawBuf) {
-        self.count += 1;
-        self.bytes += raw.capacity();
+    /// Keeps `raw`, a buffer of `class`, idle; gives it back when the
+    /// bookkeeping cannot grow (out of memory: the caller releases it).
+    pub(crate) fn insert(&mut self, class: usize, raw: RawBuf) -> Result<(), RawBuf> {
+        let cap = raw.capacity();
         match &mut self.order {
-            Order::Lifo(o) => o.insert(class, raw),
-            Order::ClockPro(o) => o.insert(class, raw),
+            Order::Lifo(o) => o.insert(class, raw)?,
+            Order::ClockPro(o) => o.insert(class, raw)?,
         }
+        self.count += 1;
+        self.bytes += cap;
+        Ok(())
+    }
+
+    /// Takes any idle buffer (draining the set one at a time, without
+    /// allocating).
+    pub(crate) fn pop_any(&mut self) -> Option<RawBuf> {
+        let raw = match &mut self.order {
+            Order::Lifo(o) => o.pop_any(),
+            Order::ClockPro(o) => o.pop_any(),
+        }?;
+        self.count -= 1;
+        self.bytes -= raw.capacity();
+        Some(raw)
     }
 
     /// Reuses an idle buffer of `class`, if there is one.
@@ -116,15 +136,6 @@ impl IdleSet {
         choice
     }
 
-    /// Removes every idle buffer.
-    pub(crate) fn drain(&mut self) -> Vec<RawBuf> {
-        self.count = 0;
-        self.bytes = 0;
-        match &mut self.order {
-            Order::Lifo(o) => o.drain(),
-            Order::ClockPro(o) => o.drain(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -138,7 +149,7 @@ mod tests {
     /// A buffer of `class` from a region of its own (closed at once: it
     /// goes away with the buffer).
     fn buf(class: usize) -> RawBuf {
-        let region = Region::create(0, (0..=class).map(|k| PAGE << k), false, false);
+        let region = Region::create(0, (0..class + 1).map(|k| PAGE << k), false, false).unwrap();
         RawBuf::from_slot(region.alloc(class).unwrap(), PAGE << class)
     }
 
@@ -156,17 +167,17 @@ mod tests {
         let mut set = IdleSet::new(policy, 3, 8);
         for _ in 0..4 {
             for class in [0, 1] {
-                set.insert(class, buf(class));
-                set.insert(class, buf(class));
+                set.insert(class, buf(class)).unwrap();
+                set.insert(class, buf(class)).unwrap();
                 let a = set.take(class).unwrap();
-                set.insert(class, a);
+                set.insert(class, a).unwrap();
             }
         }
         // Idle now: 4 of class 0, 4 of class 1 (hot under CLOCK-Pro).
         let mut victims = Vec::new();
         for _ in 0..4 {
             victims.push(victim_class(&mut set, Some(2)));
-            set.insert(2, buf(2));
+            set.insert(2, buf(2)).unwrap();
         }
         victims
     }
@@ -190,19 +201,19 @@ mod tests {
     #[test]
     fn clock_pro_promotes_a_class_reused_within_its_test_period() {
         let mut set = IdleSet::new(EvictionPolicy::ClockPro, 2, 8);
-        set.insert(1, buf(1));
+        set.insert(1, buf(1)).unwrap();
         let Order::ClockPro(o) = &set.order else { unreachable!() };
         assert!(!o.is_hot(1));
         let b = set.take(1).unwrap();
         let Order::ClockPro(o) = &set.order else { unreachable!() };
         assert!(o.is_hot(1), "a hit within the test period makes the class hot");
-        set.insert(1, b);
+        set.insert(1, b).unwrap();
     }
 
     #[test]
     fn clock_pro_promotes_a_class_whose_ghost_is_wanted_again() {
         let mut set = IdleSet::new(EvictionPolicy::ClockPro, 2, 8);
-        set.insert(0, buf(0));
+        set.insert(0, buf(0)).unwrap();
         assert!(matches!(set.evict(None), Evict::Victim(_))); // cold, unreferenced: evicted, leaves a ghost
         set.note_miss(0); // wanted again while the ghost is in test
         let Order::ClockPro(o) = &set.order else { unreachable!() };
@@ -213,10 +224,10 @@ mod tests {
     fn clock_pro_still_evicts_when_everything_is_hot() {
         let mut set = IdleSet::new(EvictionPolicy::ClockPro, 1, 8);
         for _ in 0..3 {
-            set.insert(0, buf(0));
+            set.insert(0, buf(0)).unwrap();
         }
         let b = set.take(0).unwrap(); // hot now
-        set.insert(0, b);
+        set.insert(0, b).unwrap();
         assert_eq!(victim_class(&mut set, Some(0)), Some(0), "hot hand demotes, then evicts");
         assert_eq!(set.len(), 2);
     }

@@ -36,19 +36,7 @@ pub(super) unsafe fn handle_mut<'a, T>(p: *mut T) -> Option<&'a mut T> {
 /// Moves `value` to the heap, or None when the allocator refuses (rather
 /// than aborting as `Box::new` would).
 pub(super) fn try_box<T>(value: T) -> Option<Box<T>> {
-    let layout = std::alloc::Layout::new::<T>();
-    assert!(layout.size() > 0, "handles are not zero-sized");
-    // SAFETY: the layout has a non-zero size.
-    let p = unsafe { std::alloc::alloc(layout) }.cast::<T>();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` is fresh, aligned and sized for T; Box::from_raw takes
-    // ownership of memory from the global allocator with T's layout.
-    unsafe {
-        p.write(value);
-        Some(Box::from_raw(p))
-    }
+    crate::os::try_box(value).ok()
 }
 
 thread_local! {

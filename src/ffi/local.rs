@@ -76,8 +76,9 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
             set_last_error(ZP_ERR_NULL_POINTER);
             return ptr::null_mut();
         };
-        let local = zp_local { owner: thread_pointer(), pool, local: UnsafeCell::new(Local::new(&handle.pool)) };
-        match try_box(local) {
+        let made = Local::try_new(&handle.pool)
+            .and_then(|cache| try_box(zp_local { owner: thread_pointer(), pool, local: UnsafeCell::new(cache) }));
+        match made {
             Some(b) => Box::into_raw(b),
             None => {
                 set_last_error(ZP_ERR_OUT_OF_MEMORY);

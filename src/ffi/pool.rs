@@ -1,6 +1,5 @@
 //! `zp_pool`: the pool handle.
 
-use std::collections::BTreeMap;
 use std::ptr;
 
 use parking_lot::Mutex;
@@ -20,20 +19,49 @@ pub struct zp_pool {
 /// Live handles by address, to their pool ids: lets a rejected `zp_put`
 /// be counted against the pool it named without dereferencing a pointer
 /// that may already be freed.
-static HANDLES: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
+static HANDLES: Mutex<Handles> = Mutex::new(Handles(Vec::new()));
+
+/// (handle address, pool id), sorted by address; growth is fallible, so
+/// creating a pool never aborts.
+pub(crate) struct Handles(Vec<(usize, u64)>);
+
+impl Handles {
+    fn find(&self, addr: usize) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&addr, |(a, _)| *a)
+    }
+
+    fn get(&self, addr: usize) -> Option<u64> {
+        self.find(addr).ok().map(|i| self.0[i].1)
+    }
+
+    fn try_insert(&mut self, addr: usize, id: u64) -> Result<(), zp_status> {
+        self.0.try_reserve(1).map_err(|_| ZP_ERR_OUT_OF_MEMORY)?;
+        match self.find(addr) {
+            Ok(i) => self.0[i].1 = id,
+            Err(at) => self.0.insert(at, (addr, id)),
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, addr: usize) {
+        if let Ok(i) = self.find(addr) {
+            self.0.remove(i);
+        }
+    }
+}
 
 /// Counts a rejected `zp_put` against the pool it named, if that is live.
 pub(super) fn count_rejected(named: *const zp_pool) {
     // The id is copied out first: HANDLES is never held while taking
     // another lock (see fork.rs for the lock order).
-    let id = HANDLES.lock().get(&(named as usize)).copied();
+    let id = HANDLES.lock().get(named as usize);
     if let Some(id) = id {
         crate::pool::count_rejected(id, false);
     }
 }
 
 /// The handle table's lock, for the fork handlers.
-pub(crate) fn handles_lock() -> &'static Mutex<BTreeMap<usize, u64>> {
+pub(crate) fn handles_lock() -> &'static Mutex<Handles> {
     &HANDLES
 }
 
@@ -44,7 +72,11 @@ fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
     // `zp_put` tells this pool's buffers by the handle's address.
     // SAFETY: just made, not yet shared.
     unsafe { &*raw }.pool.set_owner_token(raw as usize);
-    HANDLES.lock().insert(raw as usize, id);
+    if let Err(status) = HANDLES.lock().try_insert(raw as usize, id) {
+        // SAFETY: made just above, never handed out.
+        drop(unsafe { Box::from_raw(raw) });
+        return Err(status);
+    }
     Ok(raw)
 }
 
@@ -119,7 +151,7 @@ pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
         if pool.is_null() {
             return;
         }
-        HANDLES.lock().remove(&(pool as usize));
+        HANDLES.lock().remove(pool as usize);
         // SAFETY: the header's contract: `pool` came from a zp_pool
         // constructor and is freed once.
         drop(unsafe { Box::from_raw(pool) });

@@ -154,36 +154,43 @@ impl Drop for RegionHandle {
 }
 
 impl Region {
-    /// A region for classes of capacities `caps` (powers of two).
-    pub(crate) fn create(pool_id: u64, caps: impl Iterator<Item = usize>, tail: bool, pin: bool) -> RegionHandle {
+    /// A region for classes of capacities `caps` (powers of two); Err when
+    /// its bookkeeping cannot be allocated.
+    pub(crate) fn create(
+        pool_id: u64,
+        caps: impl ExactSizeIterator<Item = usize>,
+        tail: bool,
+        pin: bool,
+    ) -> Result<RegionHandle, OutOfMemory> {
         let tail = if tail { os::page_size() } else { 0 };
-        let classes = caps
-            .map(|cap| {
-                debug_assert!(cap.is_power_of_two() && cap >= os::page_size());
-                let stride = cap + tail;
-                ClassRegion {
-                    cap,
-                    stride,
-                    batch: (PENDING_BYTES / stride).max(1),
-                    state: Mutex::new(ClassState {
-                        chunks: Vec::new(),
-                        free: Vec::new(),
-                        pending: Vec::new(),
-                        next_slots: (GRANULE / stride).max(1),
-                    }),
-                }
-            })
-            .collect();
-        let region = Box::new(Region {
+        let mut classes = Vec::new();
+        classes.try_reserve_exact(caps.len()).map_err(|_| OutOfMemory)?;
+        classes.extend(caps.map(|cap| {
+            debug_assert!(cap.is_power_of_two() && cap >= os::page_size());
+            let stride = cap + tail;
+            ClassRegion {
+                cap,
+                stride,
+                batch: (PENDING_BYTES / stride).max(1),
+                state: Mutex::new(ClassState {
+                    chunks: Vec::new(),
+                    free: Vec::new(),
+                    pending: Vec::new(),
+                    next_slots: (GRANULE / stride).max(1),
+                }),
+            }
+        }));
+        let region = Region {
             life: AtomicUsize::new(0),
             owner: AtomicUsize::new(0),
             pool_id,
             tail,
             pin,
-            classes,
+            classes: classes.into_boxed_slice(),
             one_offs: Mutex::new(OneOffs::default()),
-        });
-        RegionHandle(NonNull::from(Box::leak(region)))
+        };
+        let region = os::try_box(region).map_err(|_| OutOfMemory)?;
+        Ok(RegionHandle(NonNull::from(Box::leak(region))))
     }
 
     /// Sets the token that `SlotRef::owner` reports for this region's
@@ -501,7 +508,7 @@ impl Region {
 
     /// Every lock of the region, in the order they may be taken together
     /// (for the fork handlers).
-    pub(crate) fn locks(&self) -> impl Iterator<Item = &dyn ForkLock> {
+    pub(crate) fn locks(&self) -> impl DoubleEndedIterator<Item = &dyn ForkLock> {
         self.classes.iter().map(|c| &c.state as &dyn ForkLock).chain(std::iter::once(&self.one_offs as &dyn ForkLock))
     }
 }
@@ -589,7 +596,7 @@ mod tests {
     const KIB: usize = 1024;
 
     fn region(tail: bool) -> RegionHandle {
-        Region::create(7, [4 * KIB, 64 * KIB].into_iter(), tail, false)
+        Region::create(7, [4 * KIB, 64 * KIB].into_iter(), tail, false).unwrap()
     }
 
     #[test]
