@@ -156,6 +156,17 @@ pub(crate) unsafe fn kill(meta: NonNull<ChunkMeta>, len: usize) {
     // Give the pages back: they read as zero (base 0: dead) from now on.
     // SAFETY: our mapping; its contents are no longer needed.
     unsafe { crate::os::decommit(meta.cast(), len.next_multiple_of(crate::os::page_size())) };
+    // Miri models the mapping as a heap allocation and would report it as
+    // leaked once nothing points to it: keep it reachable, as the real
+    // mapping is (never unmapped, by design).
+    #[cfg(miri)]
+    {
+        struct Dead(#[allow(dead_code)] NonNull<ChunkMeta>);
+        // SAFETY: only kept, never used.
+        unsafe impl Send for Dead {}
+        static DEAD: parking_lot::Mutex<Vec<Dead>> = parking_lot::Mutex::new(Vec::new());
+        DEAD.lock().push(Dead(meta));
+    }
 }
 
 /// A slot found from a pointer.

@@ -38,7 +38,7 @@ pub(crate) mod chunk;
 pub(crate) mod radix;
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -103,6 +103,9 @@ struct Retained {
 
 /// The memory of one pool.
 pub(crate) struct Region {
+    /// This region's own address, with the provenance of its allocation
+    /// (chunk metadata points back here; the last user frees through it).
+    me: AtomicPtr<Region>,
     life: AtomicUsize,
     owner: AtomicUsize,
     pool_id: u64,
@@ -181,6 +184,7 @@ impl Region {
             }
         }));
         let region = Region {
+            me: AtomicPtr::new(std::ptr::null_mut()),
             life: AtomicUsize::new(0),
             owner: AtomicUsize::new(0),
             pool_id,
@@ -190,7 +194,11 @@ impl Region {
             one_offs: Mutex::new(OneOffs::default()),
         };
         let region = os::try_box(region).map_err(|_| OutOfMemory)?;
-        Ok(RegionHandle(NonNull::from(Box::leak(region))))
+        let raw = Box::into_raw(region);
+        // SAFETY: just made from a Box: valid, and ours alone until returned.
+        unsafe { (*raw).me.store(raw, Ordering::Relaxed) };
+        // SAFETY: Box::into_raw never returns null.
+        Ok(RegionHandle(unsafe { NonNull::new_unchecked(raw) }))
     }
 
     /// Sets the token that `SlotRef::owner` reports for this region's
@@ -304,7 +312,7 @@ impl Region {
             nslots,
             stride,
             owner: self.owner.load(Ordering::Relaxed),
-            region: self as *const Region as *mut Region,
+            region: self.me.load(Ordering::Relaxed),
             pool_id: self.pool_id,
             class,
         };
