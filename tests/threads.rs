@@ -277,10 +277,10 @@ fn threads_exit_while_the_pool_is_dropped() {
             .build()
             .unwrap();
         let ready = Arc::new(Barrier::new(5));
-        let start = Arc::new(Barrier::new(5));
+        let go = Arc::new(Barrier::new(5));
         let threads: Vec<_> = (0..4)
             .map(|t| {
-                let (q, ready, start) = (p.clone(), ready.clone(), start.clone());
+                let (q, ready, go) = (p.clone(), ready.clone(), go.clone());
                 thread::spawn(move || {
                     let pattern = |i: usize| (t * 3 + i + 1) as u8;
                     let mut held: Vec<_> = (0..3).map(|i| q.get(unit * (1 + (i + t) % 3))).collect();
@@ -288,7 +288,7 @@ fn threads_exit_while_the_pool_is_dropped() {
                     drop(q.get(unit)); // an idle buffer in this thread's cache
                     drop(q);
                     ready.wait();
-                    start.wait();
+                    go.wait();
                     // May race with the pool's close: still ours, intact.
                     for (i, b) in held.iter_mut().enumerate() {
                         assert!(sampled(b).all(|x| x == pattern(i)), "round {round}: a held buffer changed");
@@ -304,7 +304,7 @@ fn threads_exit_while_the_pool_is_dropped() {
         assert_eq!((s.gets, s.puts, s.outstanding), (16, 4, 12), "round {round}: {s:?}");
         assert_eq!(s.gets, s.puts + s.outstanding, "{s:?}");
         assert_eq!((s.pooled_buffers, s.pooled_bytes), (4, 4 * unit as u64), "one idle per thread cache: {s:?}");
-        start.wait();
+        go.wait();
         drop(p);
         threads.into_iter().for_each(|t| t.join().unwrap());
     }
