@@ -143,3 +143,34 @@ extern "C" fn child() {
     // it took these locks before the fork.
     guarded(|| let_go_all(|l| unsafe { l.reset() }));
 }
+
+/// TEST-ONLY hook, not part of the API (hidden, may change without notice):
+/// holds the `which`-th lock the fork handlers take while `f` runs, then
+/// releases it. Index 0 is the open-pool table, 1 the C handle table, then
+/// every lock of each open pool, pools by id (`Shared::locks` order:
+/// shards, counter registry, region classes, one-off list). Returns false
+/// (and does not call `f`) when `which` is past the last lock. Lets a test
+/// fork while another thread is known to hold a given lock.
+#[doc(hidden)]
+pub fn __with_fork_lock_held_for_test(which: usize, f: impl FnOnce()) -> bool {
+    let mut open: Vec<Arc<Shared>> =
+        crate::pool::pools_lock().lock().values().filter_map(std::sync::Weak::upgrade).collect();
+    open.sort_by_key(|s| s.id);
+    let mut locks: Vec<&dyn ForkLock> = global_locks().to_vec();
+    for shared in &open {
+        locks.extend(shared.locks());
+    }
+    let Some(lock) = locks.get(which) else { return false };
+    lock.hold();
+    // Released even if `f` panics.
+    struct Release<'a>(&'a dyn ForkLock);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            // SAFETY: taken with `hold` on this thread just above.
+            unsafe { self.0.release() };
+        }
+    }
+    let _release = Release(*lock);
+    f();
+    true
+}

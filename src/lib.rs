@@ -54,5 +54,7 @@ pub use buffer::Buffer;
 pub use config::{AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_MIN_BUFFER_SIZE};
 pub use error::Error;
 pub use ffi::*;
+#[doc(hidden)]
+pub use fork::__with_fork_lock_held_for_test;
 pub use pool::BufferPool;
 pub use stats::Stats;

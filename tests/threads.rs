@@ -5,12 +5,57 @@
 
 use std::cell::RefCell;
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 
 use zeropool::{Buffer, BufferPool, EvictionPolicy, Zeroing};
 
 const PAGE: usize = 4096;
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// Tests that measure the resident set run alone (RSS is process-wide);
+/// the others run beside each other.
+static TURNS: RwLock<()> = RwLock::new(());
+
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    TURNS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    TURNS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Resident memory, from the system (not under Miri).
+#[cfg(not(miri))]
+mod mem {
+    use super::{MIB, PAGE};
+
+    pub fn rss() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
+    }
+
+    pub fn near(now: usize, start: usize, what: &str) {
+        let slack = 4 * MIB;
+        assert!(now <= start + slack, "{what}: RSS {} MiB, started at {} MiB", now / MIB, start / MIB);
+    }
+
+    /// Resident pages in `[addr, addr + len)`, without touching them (0
+    /// when the range is not mapped at all).
+    pub fn resident_pages(addr: usize, len: usize) -> usize {
+        let mut vec = vec![0u8; len.div_ceil(PAGE)];
+        // SAFETY: mincore only reports on the range; it writes one byte per
+        // page into `vec`, which has room for them.
+        let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        if r != 0 {
+            return 0; // ENOMEM: unmapped
+        }
+        vec.iter().filter(|&&v| v & 1 != 0).count()
+    }
+}
 
 fn pool() -> BufferPool {
     BufferPool::builder()
@@ -24,6 +69,7 @@ fn pool() -> BufferPool {
 
 #[test]
 fn a_buffer_written_on_another_thread_comes_back_zeroed() {
+    let _turn = beside_others();
     let p = pool();
     let buf = p.get(PAGE);
     let addr = buf.as_ptr() as usize;
@@ -54,6 +100,7 @@ fn a_buffer_written_on_another_thread_comes_back_zeroed() {
 
 #[test]
 fn thread_exit_returns_cached_buffers_to_the_shards() {
+    let _turn = beside_others();
     let p = pool();
     let q = p.clone();
     thread::spawn(move || {
@@ -74,6 +121,7 @@ fn thread_exit_returns_cached_buffers_to_the_shards() {
 
 #[test]
 fn two_threads_exchange_buffers_without_loss() {
+    let _turn = beside_others();
     let p = pool();
     let (tx, rx) = mpsc::sync_channel::<Buffer>(8);
     let q = p.clone();
@@ -115,6 +163,7 @@ thread_local! {
 
 #[test]
 fn buffers_dropped_in_other_thread_local_destructors_do_not_abort() {
+    let _turn = beside_others();
     // Both orders: our cache torn down before or after the user's holder.
     for holder_first in [true, false] {
         let p = pool();
@@ -135,58 +184,139 @@ fn buffers_dropped_in_other_thread_local_destructors_do_not_abort() {
     }
 }
 
+/// The last handle goes while another thread holds buffers (written
+/// before, checked and written after) and has one idle in its cache. The
+/// counters add up before the drop; afterwards the held buffers stay valid
+/// and writable; once they are back and the thread is gone, nothing of the
+/// pool is resident (its pages are given back or unmapped).
 #[test]
 fn dropping_the_pool_while_other_threads_hold_buffers_and_caches() {
-    let p = pool();
+    let _turn = alone();
+    // A size used only here, large enough to see in the resident set.
+    let (size, held_n) = if cfg!(miri) { (PAGE, 2) } else { (2 * MIB, 4) };
+    #[cfg(not(miri))]
+    let start = mem::rss();
+    let p = BufferPool::builder()
+        .min_buffer_size(PAGE)
+        .num_shards(4)
+        .tls_cache_size(4)
+        .max_pooled_bytes(8 * size)
+        .build()
+        .unwrap();
     let q = p.clone();
     let ready = Arc::new(Barrier::new(2));
     let dropped = Arc::new(Barrier::new(2));
     let (r, d) = (ready.clone(), dropped.clone());
     let t = thread::spawn(move || {
-        let mut held = q.get(PAGE);
-        drop(q.get(PAGE)); // idle in this thread's cache
+        let mut held: Vec<Buffer> = (0..held_n)
+            .map(|i| {
+                let mut b = q.get(size);
+                b.fill(0x40 + i as u8);
+                b
+            })
+            .collect();
+        let mut cached = q.get(size);
+        cached.fill(0x77);
+        let mut addrs: Vec<usize> = held.iter().map(|b| b.as_ptr() as usize).collect();
+        addrs.push(cached.as_ptr() as usize);
+        drop(cached); // idle in this thread's cache
         drop(q);
         r.wait();
         d.wait(); // the pool's last handle is gone now
-        held.fill(1);
-        assert_eq!(held[PAGE - 1], 1);
+        for (i, b) in held.iter_mut().enumerate() {
+            assert!(b.iter().all(|&x| x == 0x40 + i as u8), "a held buffer changed when the pool was dropped");
+            b.fill(1);
+            assert!(b[0] == 1 && b[size - 1] == 1);
+        }
         drop(held); // released to the system
+        addrs
     });
     ready.wait();
+    let s = p.stats();
+    let n = held_n as u64;
+    assert_eq!((s.gets, s.puts, s.outstanding), (n + 1, 1, n), "{s:?}");
+    assert_eq!(s.gets, s.puts + s.outstanding, "{s:?}");
+    assert_eq!((s.pooled_buffers, s.pooled_bytes), (1, size as u64), "one idle in the thread's cache: {s:?}");
+    #[cfg(not(miri))]
+    let peak = mem::rss();
     drop(p);
     dropped.wait();
-    t.join().unwrap();
+    let addrs = t.join().unwrap();
+    // Everything is back and the thread (with its cache) is gone.
+    #[cfg(not(miri))]
+    {
+        for &a in &addrs {
+            assert_eq!(mem::resident_pages(a, size), 0, "a buffer of the dropped pool is still resident");
+        }
+        let now = mem::rss();
+        assert!(peak >= start + (held_n + 1) * size - MIB, "the buffers were written: {} -> {} MiB", start / MIB, peak / MIB);
+        mem::near(now, start, "after the pool was dropped and its buffers came back");
+    }
+    let _ = addrs;
 }
 
 /// Threads return buffers and exit (flushing their caches) while the last
 /// handle is dropped on the main thread, with no ordering between them.
 /// Nothing may crash or touch freed memory (the sanitizer runs of
-/// .ci/harden), and nothing may leak (Miri's leak check).
+/// .ci/harden), and nothing may leak (Miri's leak check). The counters add
+/// up before the race, the held buffers keep their bytes and stay writable
+/// whatever the race's outcome, and after every round nothing of the pools
+/// stays resident.
 #[test]
 fn threads_exit_while_the_pool_is_dropped() {
-    for _ in 0..if cfg!(miri) { 2 } else { 50 } {
-        let p = pool();
-        let start = Arc::new(Barrier::new(5));
+    let _turn = alone();
+    let unit = if cfg!(miri) { PAGE } else { 128 * KIB };
+    #[cfg(not(miri))]
+    let start = mem::rss();
+    for round in 0..if cfg!(miri) { 2 } else { 50 } {
+        let p = BufferPool::builder()
+            .min_buffer_size(PAGE)
+            .num_shards(4)
+            .tls_cache_size(4)
+            .max_pooled_bytes(64 * unit)
+            .build()
+            .unwrap();
+        let ready = Arc::new(Barrier::new(5));
+        let go = Arc::new(Barrier::new(5));
         let threads: Vec<_> = (0..4)
             .map(|t| {
-                let (q, start) = (p.clone(), start.clone());
+                let (q, ready, go) = (p.clone(), ready.clone(), go.clone());
                 thread::spawn(move || {
-                    let held: Vec<_> = (0..3).map(|i| q.get(PAGE * (1 + (i + t) % 3))).collect();
-                    drop(q.get(PAGE)); // an idle buffer in this thread's cache
+                    let pattern = |i: usize| (t * 3 + i + 1) as u8;
+                    let mut held: Vec<_> = (0..3).map(|i| q.get(unit * (1 + (i + t) % 3))).collect();
+                    held.iter_mut().enumerate().for_each(|(i, b)| b.fill(pattern(i)));
+                    drop(q.get(unit)); // an idle buffer in this thread's cache
                     drop(q);
-                    start.wait();
-                    drop(held); // may race with the pool's close
+                    ready.wait();
+                    go.wait();
+                    // May race with the pool's close: still ours, intact.
+                    for (i, b) in held.iter_mut().enumerate() {
+                        assert!(sampled(b).all(|x| x == pattern(i)), "round {round}: a held buffer changed");
+                        b.fill(!pattern(i));
+                        assert!(sampled(b).all(|x| x == !pattern(i)));
+                    }
+                    drop(held);
                 })
             })
             .collect();
-        start.wait();
+        ready.wait();
+        let s = p.stats();
+        assert_eq!((s.gets, s.puts, s.outstanding), (16, 4, 12), "round {round}: {s:?}");
+        assert_eq!(s.gets, s.puts + s.outstanding, "{s:?}");
+        assert_eq!((s.pooled_buffers, s.pooled_bytes), (4, 4 * unit as u64), "one idle per thread cache: {s:?}");
+        go.wait();
         drop(p);
         threads.into_iter().for_each(|t| t.join().unwrap());
     }
+    // About 3.5 MiB were written each round: a round's worth left behind
+    // shows.
+    #[cfg(not(miri))]
+    mem::near(mem::rss(), start, "after every round's pool was dropped and its threads exited");
 }
 
 #[test]
 fn trim_reaches_other_threads_caches_at_their_next_call() {
+    let _turn = beside_others();
     let p = pool();
     let q = p.clone();
     let filled = Arc::new(Barrier::new(2));
@@ -219,6 +349,7 @@ fn sampled(b: &[u8]) -> impl Iterator<Item = u8> + '_ {
 #[test]
 #[cfg_attr(miri, ignore)] // many threads and thousands of mappings
 fn idle_bytes_stay_bounded_under_a_hostile_pattern() {
+    let _turn = beside_others();
     for policy in [EvictionPolicy::Lifo, EvictionPolicy::ClockPro] {
         let budget = 64 * PAGE;
         let p = BufferPool::builder()
