@@ -153,9 +153,7 @@ extern "C" fn child() {
 /// fork while another thread is known to hold a given lock.
 #[doc(hidden)]
 pub fn __with_fork_lock_held_for_test(which: usize, f: impl FnOnce()) -> bool {
-    let mut open: Vec<Arc<Shared>> =
-        crate::pool::pools_lock().lock().values().filter_map(std::sync::Weak::upgrade).collect();
-    open.sort_by_key(|s| s.id);
+    let open: Vec<Arc<Shared>> = crate::pool::pools_lock().lock().open().collect();
     let mut locks: Vec<&dyn ForkLock> = global_locks().to_vec();
     for shared in &open {
         locks.extend(shared.locks());

@@ -377,44 +377,35 @@ fn run_as(name: &str, f: fn() -> i32, dry: bool) {
     );
 }
 
-// The #[ignore]d cases abort on the code of 2026-11-30 (commit 0baf41e;
-// out-of-memory handling is being fixed): run them with
-// `cargo test --test oom -- --include-ignored`, and drop the #[ignore]
-// of each once it passes.
+// Every case aborted (SIGABRT) on commit 0baf41e, before allocation was
+// made fallible on these paths.
 
 #[test]
-#[ignore = "SIGABRT: Shared::new allocates the shards with an infallible allocation (src/shared.rs:52)"]
 fn a_pool_and_config_creation_heap_exhausted() {
     run("(a) zp_pool_new / zp_config_new / zp_pool_new_with_config, heap exhausted", a_pool_new);
 }
 
 #[test]
-#[ignore = "SIGABRT: glibc 'failed to register TLS destructor: out of memory' \
-            (thread_local! CACHES registers its destructor with __cxa_thread_atexit_impl, which aborts)"]
 fn b_first_get_on_a_new_thread_heap_exhausted() {
     run("(b) first zp_get on a new thread, heap exhausted", b_first_get_on_a_thread);
 }
 
 #[test]
-#[ignore = "SIGABRT: ThreadCache::flush collects into a Vec (src/thread_cache.rs:322)"]
 fn c_put_into_a_full_thread_cache_heap_exhausted() {
     run("(c) zp_put into a full thread cache, heap exhausted", c_put_into_a_full_cache);
 }
 
 #[test]
-#[ignore = "SIGABRT: Shared::stats collects the shard guards into a Vec (src/shared.rs:330)"]
 fn d1_stats_of_a_pool_of_256_shards_heap_exhausted() {
     run("(d1) zp_pool_stats, 256 shards, heap exhausted", d_stats);
 }
 
 #[test]
-#[ignore = "SIGABRT: ClockPro::drain allocates the drained list (src/eviction/clock_pro.rs:167)"]
 fn d2_trim_of_a_pool_of_256_shards_heap_exhausted() {
     run("(d2) zp_pool_trim, 256 shards, heap exhausted", d_trim);
 }
 
 #[test]
-#[ignore = "SIGABRT: pool close drains the shards through ClockPro::drain (src/eviction/clock_pro.rs:167)"]
 fn d3_free_of_a_pool_of_256_shards_heap_exhausted() {
     run("(d3) zp_pool_free, 256 shards, heap exhausted", d_free);
 }
