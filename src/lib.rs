@@ -27,6 +27,10 @@
 //! ```
 //!
 //! The same pool is available to C through `include/zeropool.h`.
+//!
+//! Nothing here is async-signal-safe: do not get or return buffers from a
+//! signal handler (one that interrupts a slow path would wait for a lock
+//! the interrupted code holds).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
