@@ -5,10 +5,14 @@
 //! every access (`try_with`, out of line) and a destructor registration on
 //! first use that aborts the process when it cannot allocate. This table
 //! needs no `Drop`: it holds raw pointers to boxed caches, and the caches
-//! are dropped at thread exit by a `pthread_key_create` destructor (the key
-//! is created once per process; setting it for a thread never allocates
-//! for the first 32 keys of a process, and a failure only means the thread
-//! keeps no caches).
+//! are dropped at thread exit by a destructor this module registers itself
+//! when a thread makes its first cache, so that a failure (out of memory)
+//! only means the thread keeps no caches. With glibc that is
+//! `__cxa_thread_atexit_impl`, as the standard library's own thread-locals
+//! use: it runs with the other thread-local destructors (so locks taken
+//! then may still use their own thread-locals) and keeps a `dlopen`ed
+//! library loaded until the threads that hold its destructor have exited.
+//! Elsewhere (and under Miri), a `pthread_key_create` destructor.
 //!
 //! Invariants:
 //! - An entry is null or a pointer from `Box::into_raw` owned by the table.
@@ -19,6 +23,7 @@
 
 use std::cell::Cell;
 use std::ptr;
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
 use std::sync::OnceLock;
 
 use crate::thread_cache::ThreadCache;
@@ -116,18 +121,43 @@ impl Table {
         if self.registered.get() {
             return true;
         }
-        let Some(key) = exit_key() else { return false };
-        // Any non-null value makes the destructor run; the table itself is
-        // found through the thread-local.
-        // SAFETY: a key from pthread_key_create; the value is not a pointer
-        // anyone dereferences.
-        let ok = unsafe { libc::pthread_setspecific(key, ptr::NonNull::<u8>::dangling().as_ptr().cast()) } == 0;
+        let ok = register_thread_exit();
         self.registered.set(ok);
         ok
     }
 }
 
+/// Registers `thread_exit` for the calling thread; false when the system
+/// refused (out of memory).
+#[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+fn register_thread_exit() -> bool {
+    extern "C" {
+        fn __cxa_thread_atexit_impl(
+            dtor: unsafe extern "C" fn(*mut libc::c_void),
+            obj: *mut libc::c_void,
+            dso_symbol: *mut libc::c_void,
+        ) -> libc::c_int;
+        static __dso_handle: u8;
+    }
+    // SAFETY: glibc's thread-local destructor registration (glibc >= 2.18),
+    // as std uses it; `__dso_handle` names this module's DSO so that it
+    // stays loaded while the destructor is pending. It returns non-zero when
+    // it cannot allocate its record.
+    unsafe { __cxa_thread_atexit_impl(thread_exit, ptr::null_mut(), ptr::addr_of!(__dso_handle).cast_mut().cast()) == 0 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
+fn register_thread_exit() -> bool {
+    let Some(key) = exit_key() else { return false };
+    // Any non-null value makes the destructor run; the table itself is
+    // found through the thread-local.
+    // SAFETY: a key from pthread_key_create; the value is not a pointer
+    // anyone dereferences.
+    unsafe { libc::pthread_setspecific(key, ptr::NonNull::<u8>::dangling().as_ptr().cast()) == 0 }
+}
+
 /// The process's key whose destructor drops a thread's caches.
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
 fn exit_key() -> Option<libc::pthread_key_t> {
     static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
     *KEY.get_or_init(|| {
@@ -139,7 +169,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 }
 
 /// Thread exit: the caches go back to their pools (or are released).
-extern "C" fn thread_exit(_: *mut libc::c_void) {
+unsafe extern "C" fn thread_exit(_: *mut libc::c_void) {
     let _ = std::panic::catch_unwind(|| {
         with(|t| {
             t.dead.set(true);

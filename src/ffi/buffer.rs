@@ -162,13 +162,22 @@ fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer))
     let Some(slot) = SlotRef::find(addr) else {
         return ZP_ERR_FOREIGN_BUFFER;
     };
+    // The state first (a returned buffer is a double put whichever pool is
+    // named), then the owner, then the claim itself.
+    let refused = |r| match r {
+        Refused::Returned => ZP_ERR_DOUBLE_PUT,
+        Refused::Foreign => ZP_ERR_FOREIGN_BUFFER,
+    };
+    let word = match slot.out_word() {
+        Ok(word) => word,
+        Err(r) => return refused(r),
+    };
     if slot.owner() != pool as usize {
         return ZP_ERR_WRONG_POOL;
     }
-    let word = match slot.claim() {
+    let word = match slot.claim_from(word) {
         Ok(word) => word,
-        Err(Refused::Returned) => return ZP_ERR_DOUBLE_PUT,
-        Err(Refused::Foreign) => return ZP_ERR_FOREIGN_BUFFER,
+        Err(r) => return refused(r),
     };
     // From here on this call alone holds the buffer (the claim's winner).
     let len = word.len();

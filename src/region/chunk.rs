@@ -245,23 +245,34 @@ impl SlotRef {
         self.slot().word.store(SlotWord::new(SlotWord::OUT, len, tag).0, Ordering::Release);
     }
 
-    /// OUT → IDLE, as one compare-and-swap: of two racing returns of one
-    /// buffer exactly one wins; the loser learns `Returned` and must not
-    /// touch the buffer.
+    /// The slot's word if it is handed out (OUT); why not otherwise.
     #[inline(always)]
-    pub(crate) fn claim(&self) -> Result<SlotWord, Refused> {
-        let slot = self.slot();
-        let word = SlotWord(slot.word.load(Ordering::Acquire));
+    pub(crate) fn out_word(&self) -> Result<SlotWord, Refused> {
+        let word = SlotWord(self.slot().word.load(Ordering::Acquire));
         match word.state() {
-            SlotWord::OUT => {}
-            SlotWord::IDLE => return Err(Refused::Returned),
-            _ => return Err(Refused::Foreign),
+            SlotWord::OUT => Ok(word),
+            SlotWord::IDLE => Err(Refused::Returned),
+            _ => Err(Refused::Foreign),
         }
+    }
+
+    /// OUT → IDLE, as one compare-and-swap from `word` (from `out_word`):
+    /// of two racing returns of one buffer exactly one wins; the loser
+    /// learns `Returned` and must not touch the buffer.
+    #[inline(always)]
+    pub(crate) fn claim_from(&self, word: SlotWord) -> Result<SlotWord, Refused> {
+        let slot = self.slot();
         let idle = word.with_state(SlotWord::IDLE);
         match slot.word.compare_exchange(word.0, idle.0, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Ok(word),
             Err(_) => Err(Refused::Returned),
         }
+    }
+
+    /// `out_word` then `claim_from`.
+    #[cfg(test)]
+    pub(crate) fn claim(&self) -> Result<SlotWord, Refused> {
+        self.claim_from(self.out_word()?)
     }
 
     /// The slot's current word (tests).

@@ -98,12 +98,13 @@ struct Live {
     fill: u8,
 }
 
-/// What the registry knows about an address, as far as this run can tell.
+/// What the slot metadata says about an address, as far as this run can
+/// tell: handed out with a handle, or returned (idle or released: the
+/// memory stays the pool's) to pool `usize`.
 #[derive(Clone, Copy)]
 enum Record {
     Out(*mut ZpPool),
-    Idle,
-    Forgotten,
+    Idle(usize),
 }
 
 #[derive(Default)]
@@ -232,7 +233,7 @@ impl Model {
         assert!(bytes.iter().all(|&b| b == live.fill), "buffer {addr:#x} lost its owner's bytes");
         // SAFETY: a buffer of this handle (perhaps freed: still allowed).
         assert_eq!(unsafe { zp_put(live.handle, addr as *mut c_void) }, OK);
-        self.records.insert(addr, Record::Idle);
+        self.records.insert(addr, Record::Idle(live.pool));
         self.returned.push(addr);
     }
 
@@ -248,8 +249,10 @@ impl Model {
         }
         match self.records.get(&addr) {
             None => None,
-            Some(Record::Forgotten) => Some(FOREIGN_BUFFER),
-            Some(Record::Idle) => Some(DOUBLE_PUT),
+            // A freed pool's memory, metadata included, goes with its last
+            // buffer: the address may be nobody's, or another pool's now.
+            Some(Record::Idle(p)) if !self.pools[*p].open && !self.live.values().any(|l| l.pool == *p) => None,
+            Some(Record::Idle(_)) => Some(DOUBLE_PUT),
             Some(Record::Out(h)) if *h != handle => Some(WRONG_POOL),
             Some(Record::Out(_)) => Some(OK),
         }
@@ -282,7 +285,8 @@ impl Model {
             *past = !*past;
             assert_eq!(zp_put(live.handle, addr as *mut c_void), OVERFLOW);
         }
-        self.records.insert(addr, Record::Forgotten);
+        // Scrubbed and released, but its memory stays the pool's.
+        self.records.insert(addr, Record::Idle(live.pool));
         let owner = &mut self.pools[live.pool];
         if owner.open {
             owner.rejected += 1;
