@@ -140,7 +140,7 @@ fn a_pool_new() -> i32 {
     let null = p.is_null();
     let c = zp_config_new();
     let c_null = c.is_null();
-    let mut q = 1usize as *mut zp_pool;
+    let mut q = std::ptr::dangling_mut::<zp_pool>();
     let status = zp_pool_new_with_config(cfg, &mut q);
     sq.release();
     check!(null, 10); // zp_pool_new: NULL
