@@ -37,6 +37,7 @@
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("zeropool supports 64-bit targets only");
 
+mod budget;
 mod buffer;
 mod config;
 mod error;

@@ -1,12 +1,8 @@
 //! The part of a pool that all threads share: shards of idle buffers, the
 //! idle-memory budget, and the slow paths that touch them.
 //!
-//! Budget invariant: `reserved` = idle bytes in shards + credit held by
-//! thread caches, and `reserved <= max_pooled_bytes` at all times. A thread
-//! cache only keeps idle bytes it holds credit for, so everything idle in
-//! the pool (shards and caches) stays within the budget. Moving a buffer
-//! between a shard and a cache moves its reservation with it, so only
-//! buffers entering or leaving the pool touch `reserved`.
+//! The budget's accounting is [`Budget`]'s (see `budget.rs` for its
+//! invariant); this module decides what is evicted to make room.
 //!
 //! Lifetime: a `Shared` lives in an `Arc` held by the pool handles and by
 //! each thread cache of the pool (one reference per cache, none per
@@ -15,6 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::budget::Budget;
 use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
 use crate::region::{Region, RegionHandle};
 use crate::config::{Config, EvictionPolicy, Zeroing};
@@ -34,7 +31,7 @@ pub(crate) struct Shared {
     pub(crate) cfg: Config,
     /// Trim generation and CLOSED bit, read on every fast-path call.
     state: CachePadded<AtomicU64>,
-    reserved: CachePadded<AtomicUsize>,
+    budget: Budget,
     shards: Box<[Shard]>,
     next_home: AtomicUsize,
     pub(crate) handles: AtomicUsize,
@@ -56,12 +53,13 @@ impl Shared {
         let shards = shards.into_boxed_slice();
         let caps = (0..cfg.classes.count()).map(|k| cfg.classes.capacity(k));
         let region = Region::create(id, caps, cfg.canary, cfg.pinned)?;
+        let max_pooled_bytes = cfg.max_pooled_bytes;
         Ok(Shared {
             region,
             id,
             cfg,
             state: CachePadded(AtomicU64::new(0)),
-            reserved: CachePadded(AtomicUsize::new(0)),
+            budget: Budget::new(max_pooled_bytes),
             shards,
             next_home: AtomicUsize::new(0),
             handles: AtomicUsize::new(1),
@@ -87,12 +85,7 @@ impl Shared {
 
     /// Reserves `bytes` of the idle budget if it fits as it is.
     pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
-        let max = self.cfg.max_pooled_bytes;
-        self.reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |cur| {
-                cur.checked_add(bytes).filter(|&total| total <= max)
-            })
-            .is_ok()
+        self.budget.try_reserve(bytes)
     }
 
     /// Reserves `bytes` for a returned buffer of class `incoming`, evicting
@@ -112,9 +105,7 @@ impl Shared {
     }
 
     pub(crate) fn unreserve(&self, bytes: usize) {
-        if bytes > 0 {
-            self.reserved.fetch_sub(bytes, Ordering::AcqRel);
-        }
+        self.budget.unreserve(bytes);
     }
 
     fn release_evicted(&self, victim: RawBuf) {
@@ -375,6 +366,6 @@ impl Shared {
     /// Bytes reserved now (idle bytes plus thread-cache credit).
     #[cfg(test)]
     pub(crate) fn reserved(&self) -> usize {
-        self.reserved.load(Ordering::Acquire)
+        self.budget.reserved()
     }
 }
