@@ -74,7 +74,7 @@
 #include <stdint.h>
 
 #define ZP_VERSION_MAJOR 0
-#define ZP_VERSION_MINOR 1
+#define ZP_VERSION_MINOR 2
 #define ZP_VERSION_PATCH 0
 
 /* Attribute macros for the declarations below. Define any of them before
@@ -299,6 +299,11 @@ typedef struct zp_stats {
    * Bytes allocated from the system so far (sum of capacities).
    */
   uint64_t allocated_bytes;
+  /**
+   * Gets that found bytes of the buffer written after it was returned
+   * (a use after put), zeroed before the hand-out (`Always` only).
+   */
+  uint64_t dirty_gets;
 } zp_stats;
 
 #ifdef __cplusplus

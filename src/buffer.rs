@@ -35,6 +35,24 @@ pub(crate) struct OutOfMemory;
 const LOG2_MASK: usize = 0x3f;
 const PINNED: usize = 1 << 6;
 const DIRTY: usize = 1 << 7;
+/// Up to this many bytes, `Always` checks a reused buffer instead of
+/// clearing it (a read-only check beats a memset below about 256 KiB here;
+/// above, the memset wins).
+pub(crate) const CHECK_BELOW: usize = 128 << 10;
+
+/// Whether every byte is zero: an OR over 256-byte blocks, which the
+/// compiler turns into vector code, stopping at the first dirty block.
+#[inline]
+fn is_zero(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(256);
+    for block in &mut blocks {
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().fold(0u8, |acc, &b| acc | b) == 0
+}
+
 /// Tag bits: below any page size we support (4 KiB and up).
 pub(crate) const TAG_MASK: usize = 0xfff;
 
@@ -155,16 +173,46 @@ impl RawBuf {
     }
 
     /// An idle buffer handed out again for `len` bytes: usable again, and
-    /// its first `len` bytes zeroed when `zero` (the get side of `Always`;
-    /// the memory stays in use, so a plain memset is enough).
+    /// its first `len` bytes made zero when `zero` (the get side of
+    /// `Always`). Below [`CHECK_BELOW`] the bytes are checked, which reads
+    /// them only (about half a memset's time at 4 KiB), and zeroed only if
+    /// one is not: true then, a write after the buffer was returned. Above
+    /// it a memset is cheaper than the check. The memory stays in use, so a
+    /// plain memset is enough.
     #[inline]
-    pub(crate) fn reuse(&mut self, len: usize, zero: bool) {
+    pub(crate) fn reuse(&mut self, len: usize, zero: bool) -> bool {
+        self.reuse_as(len, zero, true)
+    }
+
+    /// As [`reuse`](Self::reuse), for a slot back from the memory layer,
+    /// whose pages were given back: a check would fault every page in
+    /// twice (read, then the caller's write), a memset once.
+    pub(crate) fn reuse_released(&mut self, len: usize, zero: bool) {
+        self.reuse_as(len, zero, false);
+    }
+
+    #[inline(always)]
+    fn reuse_as(&mut self, len: usize, zero: bool, check: bool) -> bool {
         #[cfg(zeropool_asan)]
         os::unpoison(self.ptr(), self.capacity());
-        if zero {
-            // SAFETY: len is clamped to the capacity, inside our slot.
-            unsafe { std::ptr::write_bytes(self.ptr().as_ptr(), 0, len.min(self.capacity())) };
+        if !zero {
+            return false;
         }
+        let len = len.min(self.capacity());
+        let p = self.ptr().as_ptr();
+        if check && len <= CHECK_BELOW {
+            // SAFETY: `len` bytes inside our slot, initialized (mapped
+            // memory is zero-filled, then written through slices).
+            if is_zero(unsafe { std::slice::from_raw_parts(p, len) }) {
+                return false;
+            }
+            // SAFETY: as above.
+            unsafe { std::ptr::write_bytes(p, 0, len) };
+            return true;
+        }
+        // SAFETY: as above.
+        unsafe { std::ptr::write_bytes(p, 0, len) };
+        false
     }
 }
 

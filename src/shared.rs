@@ -215,8 +215,9 @@ impl Shared {
         let (pin, recycled) = (slot.pin, slot.recycled);
         let mut raw = RawBuf::from_slot(slot, cap);
         if recycled {
-            // Zero pages, unless a stale pointer wrote since: `Always` checks.
-            self.reuse(&mut raw, len);
+            // Zero pages, unless a stale pointer wrote since: `Always`
+            // clears them.
+            raw.reuse_released(len, self.cfg.zeroing == Zeroing::Always);
         }
         self.count_allocation(cap, pin);
         Ok(raw)
@@ -302,7 +303,9 @@ impl Shared {
     /// `Always` (fresh mappings are zero already).
     #[inline]
     pub(crate) fn reuse(&self, raw: &mut RawBuf, len: usize) {
-        raw.reuse(len, self.cfg.zeroing == Zeroing::Always);
+        if raw.reuse(len, self.cfg.zeroing == Zeroing::Always) {
+            SharedCounters::bump(&self.counters.dirty_gets, 1);
+        }
     }
 
     /// Releases every idle buffer in the shards and tells thread caches to

@@ -39,6 +39,9 @@ pub struct Stats {
     pub rejected_puts: u64,
     /// Bytes allocated from the system so far (sum of capacities).
     pub allocated_bytes: u64,
+    /// Gets that found bytes of the buffer written after it was returned
+    /// (a use after put), zeroed before the hand-out (`Always` only).
+    pub dirty_gets: u64,
 }
 
 /// One thread cache's counters. Only the owning thread writes them, with
@@ -50,6 +53,7 @@ pub(crate) struct LocalCounters {
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) puts: AtomicU64,
+    pub(crate) dirty_gets: AtomicU64,
     idle: AtomicU64,
 }
 
@@ -83,6 +87,7 @@ pub(crate) struct SharedCounters {
     pub(crate) pin_failures: AtomicU64,
     pub(crate) rejected_puts: AtomicU64,
     pub(crate) allocated_bytes: AtomicU64,
+    pub(crate) dirty_gets: AtomicU64,
 }
 
 impl SharedCounters {
@@ -121,6 +126,7 @@ impl CounterRegistry {
         SharedCounters::bump(&shared.gets, hits + misses);
         SharedCounters::bump(&shared.puts, c.puts.load(Relaxed));
         SharedCounters::bump(&shared.tls_hits, hits);
+        SharedCounters::bump(&shared.dirty_gets, c.dirty_gets.load(Relaxed));
         live.retain(|x| !Arc::ptr_eq(x, c));
     }
 
@@ -141,6 +147,7 @@ impl CounterRegistry {
             pin_failures: shared.pin_failures.load(Relaxed),
             rejected_puts: shared.rejected_puts.load(Relaxed),
             allocated_bytes: shared.allocated_bytes.load(Relaxed),
+            dirty_gets: shared.dirty_gets.load(Relaxed),
         };
         for c in live.iter() {
             let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
@@ -148,6 +155,7 @@ impl CounterRegistry {
             s.gets += hits + misses;
             s.puts += c.puts.load(Relaxed);
             s.tls_hits += hits;
+            s.dirty_gets += c.dirty_gets.load(Relaxed);
             s.pooled_buffers += buffers;
             s.pooled_bytes += bytes;
         }

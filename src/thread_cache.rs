@@ -194,7 +194,9 @@ impl ThreadCache {
     pub(crate) fn get(&mut self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
         if self.seen == self.shared.state() {
             if let Some(mut raw) = self.stacks[class].pop() {
-                raw.reuse(len, self.zero_on_get);
+                if raw.reuse(len, self.zero_on_get) {
+                    self.count_dirty();
+                }
                 self.count -= 1;
                 self.idle_bytes -= raw.capacity();
                 self.hits += 1;
@@ -257,6 +259,12 @@ impl ThreadCache {
             return;
         }
         self.put_slow(raw);
+    }
+
+    /// A get found a buffer written after it was returned (and zeroed it).
+    #[cold]
+    fn count_dirty(&self) {
+        self.counters.dirty_gets.fetch_add(1, Relaxed);
     }
 
     /// Counts the return of a one-off (unpooled) buffer.

@@ -62,12 +62,18 @@ fn get_after_use_after_put(z: Zeroing) -> Vec<u8> {
     let mut a = p.get(PAGE);
     let ptr = a.as_mut_ptr();
     drop(a);
+    // A clean reuse finds nothing to report.
+    drop(p.get(PAGE));
+    assert_eq!(p.stats().dirty_gets, 0);
     // SAFETY (test): the pool keeps the mapping alive while the buffer is
     // idle in this thread's cache; no reference to it exists right now.
-    unsafe { std::ptr::write_bytes(ptr, 0xEE, 16) };
+    unsafe { std::ptr::write_bytes(ptr.add(PAGE - 16), 0xEE, 16) };
     let b = p.get(PAGE);
     assert_eq!(b.as_ptr(), ptr as *const u8);
-    b[..16].to_vec()
+    // `Always` found the bytes (and zeroed them); `OnPut` does not look.
+    let want = u64::from(z == Zeroing::Always);
+    assert_eq!(p.stats().dirty_gets, want, "{:?}", p.stats());
+    b[PAGE - 16..].to_vec()
 }
 
 #[test]

@@ -345,7 +345,7 @@ fn install_script_one_command() {
     }
     assert!(prefix.join("include/zeropool.h").is_file() && prefix.join("include/zeropool.hpp").is_file());
 
-    let found = configure_request(&prefix, "zeropool 0.1 CONFIG REQUIRED COMPONENTS shared static");
+    let found = configure_request(&prefix, "zeropool 0.2 CONFIG REQUIRED COMPONENTS shared static");
     assert!(found.status.success(), "find_package with the prefix alone:\n{}", text(&found));
     let exe = work.join("hello");
     run(Command::new("cc")

@@ -13,7 +13,7 @@ class Stats(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in (
         "gets", "puts", "tls_hits", "shard_hits", "allocations", "evictions",
         "pooled_buffers", "pooled_bytes", "outstanding", "pin_failures", "rejected_puts",
-        "allocated_bytes")]
+        "allocated_bytes", "dirty_gets")]
 
 
 def load(path):
