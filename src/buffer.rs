@@ -42,8 +42,26 @@ pub(crate) const CHECK_BELOW: usize = 128 << 10;
 
 /// Whether every byte is zero: an OR over 256-byte blocks, which the
 /// compiler turns into vector code, stopping at the first dirty block.
+/// With AVX2 (checked once, at run time) twice as wide as the baseline's
+/// SSE2; without it the check is no faster than glibc's memset.
 #[inline]
 fn is_zero(bytes: &[u8]) -> bool {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { is_zero_avx2(bytes) };
+    }
+    is_zero_portable(bytes)
+}
+
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[target_feature(enable = "avx2")]
+unsafe fn is_zero_avx2(bytes: &[u8]) -> bool {
+    is_zero_portable(bytes)
+}
+
+#[inline(always)]
+fn is_zero_portable(bytes: &[u8]) -> bool {
     let mut blocks = bytes.chunks_exact(256);
     for block in &mut blocks {
         if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
