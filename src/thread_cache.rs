@@ -26,12 +26,21 @@ use crate::size_class::SizeClasses;
 use crate::stats::{LocalCounters, SharedCounters};
 use crate::tls::{self, Table};
 
+// `repr(C)`, in this order: `count` and `idle_bytes` change together on
+// every call and must not be neighbours, or the compiler merges their
+// updates into one 16-byte vector load that stalls on the two 8-byte stores
+// of the previous call (store forwarding fails): measured +5 ns per
+// get+put through zp_local.
+#[repr(C)]
 pub(crate) struct ThreadCache {
     id: u64,
+    count: usize,
     shared: Arc<Shared>,
     seen: u64,
+    idle_bytes: usize,
     home: usize,
     limit: usize,
+    credit: usize,
     scrub: bool,
     zero_on_get: bool,
     classes: SizeClasses,
@@ -39,9 +48,6 @@ pub(crate) struct ThreadCache {
     /// Room for a flush (`limit + 1` buffers), so moving buffers to the
     /// shards never allocates.
     scratch: Vec<RawBuf>,
-    count: usize,
-    idle_bytes: usize,
-    credit: usize,
     hits: u64,
     misses: u64,
     puts: u64,
