@@ -251,14 +251,17 @@ impl Region {
             let batch = (end - ch.committed).max(COMMIT_BATCH).min(span - ch.committed);
             // SAFETY: inside the chunk's reservation.
             let at = unsafe { ch.base.add(ch.committed) };
-            // SAFETY: as above.
+            // SAFETY: both ranges start at `at` and end inside the chunk's
+            // reservation (`batch` and `end - committed` are at most
+            // `span - committed`).
             if unsafe { os::commit(at, batch) } {
                 ch.committed += batch;
-            } else if unsafe { os::commit(at, end - ch.committed) } {
-                // SAFETY (above): as above, a smaller range.
-                ch.committed = end;
             } else {
-                return Err(OutOfMemory);
+                // SAFETY: as above, the smaller range.
+                if !unsafe { os::commit(at, end - ch.committed) } {
+                    return Err(OutOfMemory);
+                }
+                ch.committed = end;
             }
         }
         // SAFETY: slot `carved` lies inside the committed part.
