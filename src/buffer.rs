@@ -150,6 +150,14 @@ impl RawBuf {
         RawBuf { tagged: tagged(&slot, cap.trailing_zeros() as usize) }
     }
 
+    /// Gives up the memory (to a C caller): its start and tag bits. The
+    /// memory is leaked unless [`RawBuf::from_parts`] rebuilds it.
+    #[inline(always)]
+    pub(crate) fn into_parts(self) -> (NonNull<u8>, usize) {
+        let tagged = ManuallyDrop::new(self).tagged;
+        (untag(tagged), tag_of(tagged))
+    }
+
     /// The start of the memory (tag removed).
     #[inline]
     pub(crate) fn ptr(&self) -> NonNull<u8> {

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::shared::Shared;
 use crate::size_class::Lookup;
 use crate::stats::Stats;
+use crate::region::chunk::SlotHint;
 use crate::thread_cache::{self, with_cache, ThreadCache};
 
 /// Open pools by id: how a returned buffer finds its pool without holding
@@ -135,6 +136,15 @@ impl BufferPool {
             }
         }
         None
+    }
+
+    /// The fast path of a C get: a buffer from this thread's cache, with
+    /// its slot's metadata if the cache kept it; None sends the caller to
+    /// `try_get`.
+    #[inline(always)]
+    pub(crate) fn get_cached(&self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
+        let Lookup::Pooled(class) = self.shared.cfg.classes.lookup(len) else { return None };
+        thread_cache::fast(self.shared.id, (), |tc, ()| tc.try_get(class, len).ok_or(())).ok()
     }
 
     #[cold]
@@ -263,6 +273,15 @@ fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
 /// so it comes back in a register.
 #[inline(always)]
 fn get_pooled(shared: &Arc<Shared>, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
+    match thread_cache::fast(shared.id, (), |tc, ()| tc.try_get(class, len).ok_or(())) {
+        Ok((raw, _)) => Ok(raw),
+        Err(()) => get_pooled_slow(shared, class, len),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn get_pooled_slow(shared: &Arc<Shared>, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
     match with_cache(shared.id, || Some(shared.clone()), |tc| tc.get(class, len)) {
         Some(got) => got,
         None => shared.get_uncached(class, len),
@@ -281,12 +300,15 @@ fn get_one_off(shared: &Shared, len: usize, cap: usize) -> Result<Buffer, Error>
 /// must use it from one thread at a time.
 pub(crate) struct Local {
     cache: ThreadCache,
+    /// The `thread_cache::epoch()` this cache last synced with.
+    epoch: u64,
 }
 
 impl Local {
     /// None when out of memory.
     pub(crate) fn try_new(pool: &BufferPool) -> Option<Local> {
-        Some(Local { cache: ThreadCache::try_new(pool.shared.clone())? })
+        let epoch = thread_cache::epoch();
+        Some(Local { cache: ThreadCache::try_new(pool.shared.clone())?, epoch })
     }
 
     /// The pool's shared part, for calls that must not use this cache
@@ -300,33 +322,69 @@ impl Local {
         self.cache.shared().is_closed()
     }
 
+    /// Catches up with trims and closes (one shared load when none came).
+    #[inline(always)]
+    fn sync(&mut self) {
+        let epoch = thread_cache::epoch();
+        if epoch != self.epoch {
+            self.resync(epoch);
+        }
+    }
+
+    #[cold]
+    fn resync(&mut self, epoch: u64) {
+        // Pairs with `pool_changed`: the pool state moved before the epoch.
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.epoch = epoch;
+        self.cache.catch_up();
+    }
+
+    /// As [`BufferPool::get_cached`], from this cache.
+    #[inline(always)]
+    pub(crate) fn get_cached(&mut self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
+        self.sync();
+        let Lookup::Pooled(class) = self.cache.shared().cfg.classes.lookup(len) else { return None };
+        self.cache.try_get(class, len)
+    }
+
     /// As [`BufferPool::try_get`], from this cache.
     #[inline(always)]
     pub(crate) fn try_get(&mut self, len: usize) -> Result<Buffer, Error> {
-        let shared = self.cache.shared();
-        let (id, classes) = (shared.id, &shared.cfg.classes);
-        match classes.lookup(len) {
-            Lookup::Pooled(class) => match self.cache.get(class, len) {
-                Ok(raw) => Ok(Buffer::pooled(raw, len, id)),
-                Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: self.cache.shared().cfg.classes.capacity(class) }),
+        self.sync();
+        let id = self.cache.id();
+        match self.cache.shared().cfg.classes.lookup(len) {
+            Lookup::Pooled(class) => match self.cache.try_get(class, len) {
+                Some((raw, _)) => Ok(Buffer::pooled(raw, len, id)),
+                None => self.get_slow(class, len),
             },
             Lookup::Unpooled(cap) => get_one_off(self.cache.shared(), len, cap),
             Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
         }
     }
 
-    /// Takes a buffer back into this cache (one of another pool, or an
-    /// unpooled one, goes where dropping it sends it).
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&mut self, class: usize, len: usize) -> Result<Buffer, Error> {
+        match self.cache.get(class, len) {
+            Ok(raw) => Ok(Buffer::pooled(raw, len, self.cache.id())),
+            Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: self.cache.shared().cfg.classes.capacity(class) }),
+        }
+    }
+
+    /// Takes a pooled buffer of this pool back for `len` bytes, with its
+    /// slot's metadata if the caller looked it up.
     #[inline(always)]
-    pub(crate) fn put(&mut self, buf: Buffer) {
-        if buf.pool_id() != self.cache.shared().id {
-            drop(buf);
-            return;
+    pub(crate) fn put_hinted(&mut self, raw: RawBuf, len: usize, hint: Option<SlotHint>) {
+        self.sync();
+        if let Err(raw) = self.cache.try_put(raw, len, hint) {
+            self.cache.put(raw, len);
         }
-        match buf.into_pooled() {
-            Ok((raw, len)) => self.cache.put(raw, len),
-            Err(buf) => drop(buf),
-        }
+    }
+
+    /// The pool id.
+    #[inline(always)]
+    pub(crate) fn id(&self) -> u64 {
+        self.cache.id()
     }
 }
 
@@ -339,6 +397,21 @@ pub(crate) fn try_get_shared(shared: &Arc<Shared>, len: usize) -> Result<Buffer,
 /// the pool's shards, else (pool gone) back to the system.
 #[inline(always)]
 pub(crate) fn give_back(pool: u64, raw: RawBuf, len: usize) {
+    give_back_hinted(pool, raw, len, None);
+}
+
+/// As [`give_back`], with the slot's metadata when the caller looked it
+/// up (the C API's put), so that the next get from the cache needs none.
+#[inline(always)]
+pub(crate) fn give_back_hinted(pool: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) {
+    if let Err(raw) = thread_cache::fast(pool, raw, |tc, raw| tc.try_put(raw, len, hint)) {
+        give_back_slow(pool, raw, len);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn give_back_slow(pool: u64, raw: RawBuf, len: usize) {
     let mut slot = Some(raw);
     with_cache(pool, || lookup(pool), |tc| {
         if let Some(raw) = slot.take() {

@@ -312,6 +312,7 @@ impl Shared {
     /// release theirs at their next call.
     pub(crate) fn trim(&self) {
         self.state.fetch_add(TRIM_STEP, Ordering::AcqRel);
+        crate::thread_cache::pool_changed();
         self.drain_shards();
     }
 
@@ -319,7 +320,7 @@ impl Shared {
     /// next call or thread exit.
     pub(crate) fn close(&self) {
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
-        crate::thread_cache::pool_closed();
+        crate::thread_cache::pool_changed();
         self.drain_shards();
     }
 

@@ -60,19 +60,55 @@ pub(crate) struct LocalCounters {
 /// Idle bytes take the low bits of `LocalCounters::idle`, buffers the rest.
 const IDLE_BYTES_BITS: u32 = 53;
 
+/// The packed idle word of one buffer of `bytes` (add it on a put,
+/// subtract it on a get).
+#[inline(always)]
+pub(crate) const fn idle_delta(bytes: usize) -> u64 {
+    1 << IDLE_BYTES_BITS | bytes as u64
+}
+
 impl LocalCounters {
     /// Publishes the cache's idle buffers (at most 2^11 - 1: the cache
     /// limit is 1024) and bytes (below 2^53).
     #[inline]
     pub(crate) fn set_idle(&self, buffers: usize, bytes: usize) {
+        debug_assert!(buffers < 1 << (64 - IDLE_BYTES_BITS) && (bytes as u64) < 1 << IDLE_BYTES_BITS);
         let word = (buffers as u64) << IDLE_BYTES_BITS | (bytes as u64 & ((1 << IDLE_BYTES_BITS) - 1));
         self.idle.store(word, Relaxed);
     }
 
-    fn idle(&self) -> (u64, u64) {
+    /// The idle (buffers, bytes): the cache's own count, which it keeps
+    /// here and nowhere else (one store per change).
+    #[inline(always)]
+    pub(crate) fn idle(&self) -> (usize, usize) {
         let word = self.idle.load(Relaxed);
-        (word >> IDLE_BYTES_BITS, word & ((1 << IDLE_BYTES_BITS) - 1))
+        ((word >> IDLE_BYTES_BITS) as usize, (word & ((1 << IDLE_BYTES_BITS) - 1)) as usize)
     }
+
+    /// The packed idle word, for the owner's fast path: changed by
+    /// [`idle_delta`] steps and stored back with [`set_idle_word`](Self::set_idle_word).
+    #[inline(always)]
+    pub(crate) fn idle_word(&self) -> u64 {
+        self.idle.load(Relaxed)
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_idle_word(&self, word: u64) {
+        self.idle.store(word, Relaxed);
+    }
+
+    /// Adds one to a counter of this cache: a load and a plain store, as
+    /// only the owner thread writes it.
+    #[inline(always)]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Relaxed) + 1, Relaxed);
+    }
+}
+
+/// Splits a packed idle word into (buffers, bytes).
+#[inline(always)]
+pub(crate) const fn unpack_idle(word: u64) -> (usize, usize) {
+    ((word >> IDLE_BYTES_BITS) as usize, (word & ((1 << IDLE_BYTES_BITS) - 1)) as usize)
 }
 
 /// Counters bumped on slow paths, shared by all threads.
@@ -152,6 +188,7 @@ impl CounterRegistry {
         for c in live.iter() {
             let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
             let (buffers, bytes) = c.idle();
+            let (buffers, bytes) = (buffers as u64, bytes as u64);
             s.gets += hits + misses;
             s.puts += c.puts.load(Relaxed);
             s.tls_hits += hits;

@@ -6,69 +6,117 @@
 //! read-modify-write: the cache is thread-owned, and its counters are
 //! published with plain stores.
 //!
+//! The fast path ([`ThreadCache::try_get`], [`ThreadCache::try_put`]) is a
+//! pop or push on a fixed per-class stack and three stores (stack depth,
+//! idle word, counter); anything else (empty or full stack, budget, a trim
+//! or close seen) returns to the caller, which takes the full path
+//! ([`with_cache`]). A trim or close is noticed through one global word,
+//! [`EPOCH`], checked once per call for all of a thread's caches.
+//!
 //! Invariants of a cache:
-//! - `count` and `idle_bytes` are the number and capacity sum of the
-//!   buffers in `stacks`; `count <= limit` (+1 transiently inside a call).
-//! - `idle_bytes <= credit`: every idle byte is covered by budget reserved in
+//! - Class `c`'s stack is `slots[c * depth..][..lens[c]]`, oldest first;
+//!   every other slot is `None`. `depth == limit + 1`.
+//! - The published idle word (`counters`) is the number and capacity sum of
+//!   the stacked buffers: the cache keeps no other copy. Buffers `<= limit`
+//!   (+1 transiently inside a call).
+//! - `idle bytes <= credit`: every idle byte is covered by budget reserved in
 //!   [`Shared`]; the excess (slack) lets a buffer just handed out come back
 //!   without a slow path, and is returned at the next slow path.
 //! - `seen` is the pool state this cache last synced with. When the pool
-//!   is trimmed or closed, the next call releases everything cached.
+//!   is trimmed or closed, [`EPOCH`] moves, and the next call (through the
+//!   thread's table) or the next `Local` call releases everything cached.
+//! - The fast path calls nothing that reaches a thread's table (no
+//!   allocation, no pool call), which is what lets `tls` run it in place.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{fence, AtomicU64};
 use std::sync::Arc;
 
 use crate::buffer::{OutOfMemory, RawBuf};
 use crate::config::Zeroing;
+use crate::region::chunk::SlotHint;
 use crate::shared::Shared;
-use crate::size_class::SizeClasses;
-use crate::stats::{LocalCounters, SharedCounters};
+use crate::size_class::{SizeClasses, MAX_CLASSES};
+use crate::stats::{idle_delta, unpack_idle, LocalCounters, SharedCounters};
 use crate::tls::{self, Table};
 
-// `repr(C)`, in this order: `count` and `idle_bytes` change together on
-// every call and must not be neighbours, or the compiler merges their
-// updates into one 16-byte vector load that stalls on the two 8-byte stores
-// of the previous call (store forwarding fails): measured +5 ns per
-// get+put through zp_local.
+// `repr(C)`: the fields the fast path reads first, together.
 #[repr(C)]
 pub(crate) struct ThreadCache {
     id: u64,
-    count: usize,
-    shared: Arc<Shared>,
-    seen: u64,
-    idle_bytes: usize,
-    home: usize,
+    /// Slots per class: `limit + 1`.
+    depth: usize,
     limit: usize,
     credit: usize,
+    counters: Arc<LocalCounters>,
     scrub: bool,
     zero_on_get: bool,
+    /// Buffers on each class's stack.
+    lens: [u16; MAX_CLASSES],
+    slots: Box<[Entry]>,
+    shared: Arc<Shared>,
+    seen: u64,
+    home: usize,
     classes: SizeClasses,
-    stacks: Box<[Vec<RawBuf>]>,
     /// Room for a flush (`limit + 1` buffers), so moving buffers to the
     /// shards never allocates.
     scratch: Vec<RawBuf>,
-    hits: u64,
-    misses: u64,
-    puts: u64,
-    counters: Arc<LocalCounters>,
 }
 
-/// Bumped whenever a pool closes: each thread's next call (on any pool)
-/// then releases its caches of closed pools (API.md guarantee 8), for one
-/// shared load per call.
-static CLOSES: AtomicU64 = AtomicU64::new(0);
-
-/// Tells every thread to let go of caches of closed pools at its next call.
-pub(crate) fn pool_closed() {
-    CLOSES.fetch_add(1, Relaxed);
+/// A stacked buffer, with its slot's metadata when the put that brought
+/// it had looked it up (the C API's), so the next get needs no lookup.
+#[derive(Default)]
+struct Entry {
+    buf: Option<RawBuf>,
+    hint: Option<SlotHint>,
 }
 
-/// Releases this thread's caches of closed pools.
+/// Moves whenever a pool is trimmed or closed: each thread's next call (on
+/// any pool) then syncs its caches (API.md guarantee 8), for one shared
+/// load per call instead of one per pool.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Tells every thread to sync its caches with their pools at its next
+/// call (a pool was trimmed or closed: its state moved first).
+pub(crate) fn pool_changed() {
+    EPOCH.fetch_add(1, AcqRel);
+}
+
+/// The current epoch, for holders of a cache outside the table.
+#[inline(always)]
+pub(crate) fn epoch() -> u64 {
+    EPOCH.load(Relaxed)
+}
+
+/// Syncs this thread's caches: trimmed pools' buffers released, closed
+/// pools' caches dropped.
 #[cold]
-fn sweep(table: &Table, closes: u64) {
-    table.closes_seen.set(closes);
-    table.retain(|tc| !tc.shared.is_closed());
+fn sweep(table: &Table, epoch: u64) {
+    // Pairs with `pool_changed`: the pool states moved before the epoch.
+    fence(Acquire);
+    table.epoch_seen.set(epoch);
+    table.retain(|tc| {
+        tc.catch_up();
+        !tc.shared.is_closed()
+    });
+}
+
+/// The fast path through this thread's table: runs `fast` on the thread's
+/// cache for pool `id` in place, when it has one and no pool changed since
+/// the last call. `Err(state)` otherwise, or when `fast` declines; the
+/// caller then takes the full path ([`with_cache`]). `fast` must be a fast
+/// path of [`ThreadCache`] (see the module invariants).
+#[inline(always)]
+pub(crate) fn fast<S, R>(id: u64, state: S, fast: impl FnOnce(&mut ThreadCache, S) -> Result<R, S>) -> Result<R, S> {
+    tls::with(
+        #[inline(always)]
+        |table| {
+            if EPOCH.load(Relaxed) != table.epoch_seen.get() {
+                return Err(state);
+            }
+            table.in_place(id as usize % tls::TABLE, id, state, fast)
+        },
+    )
 }
 
 /// Runs `f` on this thread's cache for pool `id` (one per pool, in the
@@ -79,30 +127,27 @@ fn sweep(table: &Table, closes: u64) {
 /// usable cache: the thread is exiting, the entry is in use further up the
 /// stack (re-entry), or `attach` finds no open pool. Callers then take the
 /// uncached path.
-#[inline(always)]
+#[inline]
 pub(crate) fn with_cache<R>(
     id: u64,
     attach: impl FnOnce() -> Option<Arc<Shared>>,
     f: impl FnOnce(&mut ThreadCache) -> R,
 ) -> Option<R> {
-    tls::with(
-        #[inline(always)]
-        |table| {
-            let closes = CLOSES.load(Relaxed);
-            if closes != table.closes_seen.get() {
-                sweep(table, closes);
+    tls::with(|table| {
+        let epoch = EPOCH.load(Relaxed);
+        if epoch != table.epoch_seen.get() {
+            sweep(table, epoch);
+        }
+        let i = id as usize % tls::TABLE;
+        match table.take(i) {
+            Some(mut tc) if tc.id == id => {
+                let r = f(&mut tc);
+                table.put_back(i, tc);
+                Some(r)
             }
-            let i = id as usize % tls::TABLE;
-            match table.take(i) {
-                Some(mut tc) if tc.id == id => {
-                    let r = f(&mut tc);
-                    table.put_back(i, tc);
-                    Some(r)
-                }
-                other => attach_and_run(table, i, other, attach, f),
-            }
-        },
-    )
+            other => attach_and_run(table, i, other, attach, f),
+        }
+    })
 }
 
 /// First use of a pool in entry `i` (empty, or holding `other`, another
@@ -153,15 +198,13 @@ impl ThreadCache {
     pub(crate) fn try_new(shared: Arc<Shared>) -> Option<ThreadCache> {
         let limit = shared.cfg.tls_cache_size;
         let classes = shared.cfg.classes.count();
-        let mut stacks = Vec::new();
-        stacks.try_reserve_exact(classes).ok()?;
-        for _ in 0..classes {
-            let mut stack = Vec::new();
-            stack.try_reserve_exact(limit + 1).ok()?;
-            stacks.push(stack);
-        }
+        debug_assert!(classes <= MAX_CLASSES && limit < u16::MAX as usize);
+        let depth = limit + 1;
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(classes * depth).ok()?;
+        slots.resize_with(classes * depth, Entry::default);
         let mut scratch = Vec::new();
-        scratch.try_reserve_exact(limit + 1).ok()?;
+        scratch.try_reserve_exact(depth).ok()?;
         // `Arc::new` has no fallible form: probe for its block first.
         if !crate::os::can_allocate(std::mem::size_of::<LocalCounters>() + 2 * std::mem::size_of::<usize>()) {
             return None;
@@ -169,22 +212,19 @@ impl ThreadCache {
         let counters = Arc::new(LocalCounters::default());
         shared.registry.try_register(counters.clone()).ok()?;
         Some(ThreadCache {
-            scratch,
             id: shared.id,
-            seen: shared.state(),
-            home: shared.next_home(),
+            depth,
             limit,
+            credit: 0,
+            counters,
             scrub: shared.cfg.zeroing.scrubs_on_put(),
             zero_on_get: shared.cfg.zeroing == Zeroing::Always,
+            lens: [0; MAX_CLASSES],
+            slots: slots.into_boxed_slice(),
+            seen: shared.state(),
+            home: shared.next_home(),
             classes: shared.cfg.classes.clone(),
-            stacks: stacks.into_boxed_slice(),
-            count: 0,
-            idle_bytes: 0,
-            credit: 0,
-            hits: 0,
-            misses: 0,
-            puts: 0,
-            counters,
+            scratch,
             shared,
         })
     }
@@ -194,43 +234,76 @@ impl ThreadCache {
         &self.shared
     }
 
-    /// A buffer of `class` for `len` bytes: from this cache if it has one
-    /// (the fast path).
+    /// The pool id.
     #[inline(always)]
-    pub(crate) fn get(&mut self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
-        if self.seen == self.shared.state() {
-            if let Some(mut raw) = self.stacks[class].pop() {
-                if raw.reuse(len, self.zero_on_get) {
-                    self.count_dirty();
-                }
-                self.count -= 1;
-                self.idle_bytes -= raw.capacity();
-                self.hits += 1;
-                self.counters.hits.store(self.hits, Relaxed);
-                self.publish_idle();
-                return Ok(raw);
-            }
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Buffers idle here.
+    fn count(&self) -> usize {
+        self.counters.idle().0
+    }
+
+    /// Capacity sum of the buffers idle here.
+    fn idle_bytes(&self) -> usize {
+        self.counters.idle().1
+    }
+
+    /// The fast path of a get: a buffer of `class` for `len` bytes from
+    /// this cache's stack, or None (empty: the caller takes [`get`](Self::get)).
+    #[inline(always)]
+    pub(crate) fn try_get(&mut self, class: usize, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
+        let n = *self.lens.get(class)?;
+        let top = (n as usize).checked_sub(1)?;
+        let entry = self.slots.get_mut(class * self.depth + top)?;
+        let (mut raw, hint) = (entry.buf.take()?, entry.hint);
+        self.lens[class] = top as u16;
+        let word = self.counters.idle_word();
+        self.counters.set_idle_word(word - idle_delta(raw.capacity()));
+        LocalCounters::bump(&self.counters.hits);
+        if raw.reuse(len, self.zero_on_get) {
+            self.count_dirty();
         }
-        self.get_slow(class, len)
+        Some((raw, hint))
+    }
+
+    /// A buffer of `class` for `len` bytes: from this cache if it has one,
+    /// else from the shards or the system.
+    #[inline]
+    pub(crate) fn get(&mut self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
+        self.catch_up();
+        match self.try_get(class, len) {
+            Some((raw, _)) => Ok(raw),
+            None => self.get_slow(class, len),
+        }
     }
 
     #[cold]
     fn get_slow(&mut self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
         self.catch_up();
         let cap = self.classes.capacity(class);
+        let (count, idle_bytes) = self.counters.idle();
         // One buffer for the caller, plus a batch to refill (magazine style).
-        let want = 1 + (self.limit / 2).min(self.limit.saturating_sub(self.count));
-        let stack = &mut self.stacks[class];
-        let before = stack.len();
-        let got = self.shared.take(self.home, class, want, |raw| stack.push(raw));
+        let want = 1 + (self.limit / 2).min(self.limit.saturating_sub(count));
+        let base = class * self.depth;
+        let before = self.lens[class] as usize;
+        let mut n = before;
+        let slots = &mut self.slots[base..base + self.depth];
+        let got = self.shared.take(self.home, class, want, |raw| {
+            debug_assert!(slots[n].buf.is_none());
+            slots[n] = Entry { buf: Some(raw), hint: None };
+            n += 1;
+        });
         // The shard handed them out newest first; keep the newest on top.
-        stack[before..].reverse();
+        slots[before..n].reverse();
         let raw = if got > 0 {
             // Their reservation moved with them: it becomes our credit.
             self.credit += got * cap;
-            self.count += got - 1;
-            self.idle_bytes += (got - 1) * cap;
-            let mut raw = self.stacks[class].pop().expect("take moved at least one buffer");
+            n -= 1;
+            let mut raw = self.slots[base + n].buf.take().expect("take moved at least one buffer");
+            self.lens[class] = n as u16;
+            self.counters.set_idle(count + got - 1, idle_bytes + (got - 1) * cap);
             self.shared.reuse(&mut raw, len);
             raw
         } else {
@@ -238,33 +311,45 @@ impl ThreadCache {
         };
         // Keep credit for this buffer's return only if the cache may hold it.
         self.settle(if self.limit > 0 { cap } else { 0 });
-        self.misses += 1;
-        self.counters.misses.store(self.misses, Relaxed);
-        self.publish_idle();
+        LocalCounters::bump(&self.counters.misses);
+        self.check();
         Ok(raw)
+    }
+
+    /// The fast path of a put: takes back a buffer of this pool that was
+    /// handed out for `len` bytes (scrubbed unless the policy is `Never`)
+    /// onto its stack, or gives it back (full, over the credit, not a
+    /// class of ours: the caller takes [`put`](Self::put)).
+    #[inline(always)]
+    pub(crate) fn try_put(&mut self, mut raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<(), RawBuf> {
+        let class = self.classes.class_of_log2(raw.log2());
+        let Some(&n) = self.lens.get(class) else { return Err(raw) };
+        let cap = raw.capacity();
+        let word = self.counters.idle_word();
+        let (count, idle_bytes) = unpack_idle(word);
+        if count >= self.limit || idle_bytes + cap > self.credit {
+            return Err(raw);
+        }
+        let Some(slot) = self.slots.get_mut(class * self.depth + n as usize) else { return Err(raw) };
+        raw.retire(len, self.scrub);
+        debug_assert!(slot.buf.is_none());
+        *slot = Entry { buf: Some(raw), hint };
+        self.lens[class] = n + 1;
+        self.counters.set_idle_word(word + idle_delta(cap));
+        LocalCounters::bump(&self.counters.puts);
+        Ok(())
     }
 
     /// Takes back a buffer of this pool that was handed out for `len`
     /// bytes; those are scrubbed unless the policy is `Never`.
-    #[inline(always)]
-    pub(crate) fn put(&mut self, mut raw: RawBuf, len: usize) {
-        self.puts += 1;
-        self.counters.puts.store(self.puts, Relaxed);
-        raw.retire(len, self.scrub);
-        let class = self.classes.class_of_log2(raw.log2());
-        let cap = raw.capacity();
-        if class < self.stacks.len()
-            && self.seen == self.shared.state()
-            && self.count < self.limit
-            && self.idle_bytes + cap <= self.credit
-        {
-            self.stacks[class].push(raw);
-            self.count += 1;
-            self.idle_bytes += cap;
-            self.publish_idle();
-            return;
+    #[inline]
+    pub(crate) fn put(&mut self, raw: RawBuf, len: usize) {
+        self.catch_up();
+        if let Err(mut raw) = self.try_put(raw, len, None) {
+            LocalCounters::bump(&self.counters.puts);
+            raw.retire(len, self.scrub);
+            self.put_slow(raw);
         }
-        self.put_slow(raw);
     }
 
     /// A get found a buffer written after it was returned (and zeroed it).
@@ -275,48 +360,65 @@ impl ThreadCache {
 
     /// Counts the return of a one-off (unpooled) buffer.
     pub(crate) fn count_put(&mut self) {
-        self.puts += 1;
-        self.counters.puts.store(self.puts, Relaxed);
+        LocalCounters::bump(&self.counters.puts);
     }
 
     #[cold]
     fn put_slow(&mut self, raw: RawBuf) {
-        self.catch_up();
         let class = self.classes.class_of_log2(raw.log2());
-        if class >= self.stacks.len() || self.shared.is_closed() {
+        if class >= self.classes.count() || self.shared.is_closed() {
             return; // not a class of ours, or the pool is gone: released
         }
         if self.limit == 0 {
             self.shared.keep(raw, self.home);
             return;
         }
-        if self.count >= self.limit {
+        if self.count() >= self.limit {
             self.flush(|len| len.div_ceil(2));
         }
-        let cap = raw.capacity();
         if !self.cover(class) {
             // Let the policy choose among everything idle, this cache included.
             self.flush(|len| len);
             if !self.cover(class) {
                 SharedCounters::bump(&self.shared.counters.evictions, 1);
-                self.publish_idle();
                 return; // no room in the budget: `raw` is released
             }
         }
-        self.stacks[class].push(raw);
-        self.count += 1;
-        self.idle_bytes += cap;
-        self.publish_idle();
+        let n = self.lens[class] as usize;
+        debug_assert!(n < self.depth && self.slots[class * self.depth + n].buf.is_none());
+        let (count, idle_bytes) = self.counters.idle();
+        self.counters.set_idle(count + 1, idle_bytes + raw.capacity());
+        self.slots[class * self.depth + n] = Entry { buf: Some(raw), hint: None };
+        self.lens[class] = n as u16 + 1;
+        self.check();
+    }
+
+    /// Checks the invariants (debug builds).
+    fn check(&self) {
+        if cfg!(debug_assertions) {
+            let mut count = 0;
+            let mut bytes = 0;
+            for class in 0..self.classes.count() {
+                let stack = &self.slots[class * self.depth..][..self.depth];
+                let n = self.lens[class] as usize;
+                debug_assert!(stack[..n].iter().all(|e| e.buf.is_some()) && stack[n..].iter().all(|e| e.buf.is_none()));
+                count += n;
+                bytes += n * self.classes.capacity(class);
+            }
+            debug_assert_eq!((count, bytes), self.counters.idle());
+            debug_assert!(count <= self.limit + 1 && bytes <= self.credit);
+        }
     }
 
     /// Makes sure `credit` covers one more idle buffer of `class`.
     fn cover(&mut self, class: usize) -> bool {
         let cap = self.classes.capacity(class);
-        let need = (self.idle_bytes + cap).saturating_sub(self.credit);
+        let idle_bytes = self.idle_bytes();
+        let need = (idle_bytes + cap).saturating_sub(self.credit);
         if need == 0 {
             return true;
         }
-        let ok = if self.idle_bytes == 0 {
+        let ok = if idle_bytes == 0 {
             // Nothing of ours is idle: evict elsewhere if the policy agrees.
             self.shared.reserve(need, self.home, class)
         } else {
@@ -332,18 +434,22 @@ impl ThreadCache {
     /// shard, with their credit.
     fn flush(&mut self, how_many: impl Fn(usize) -> usize) {
         debug_assert!(self.scratch.is_empty());
-        for stack in self.stacks.iter_mut() {
-            let n = how_many(stack.len()).min(stack.len());
+        for class in 0..self.classes.count() {
+            let len = self.lens[class] as usize;
+            let n = how_many(len).min(len);
             debug_assert!(self.scratch.len() + n <= self.scratch.capacity(), "flush never allocates");
-            self.scratch.extend(stack.drain(..n));
+            let stack = &mut self.slots[class * self.depth..][..len];
+            self.scratch.extend(stack[..n].iter_mut().filter_map(|e| e.buf.take()));
+            stack.rotate_left(n);
+            self.lens[class] = (len - n) as u16;
         }
         let bytes: usize = self.scratch.iter().map(RawBuf::capacity).sum();
-        self.count -= self.scratch.len();
-        self.idle_bytes -= bytes;
+        let (count, idle_bytes) = self.counters.idle();
         self.credit -= bytes;
         // Published before the shard has them, so `stats` never counts a
         // buffer in both places.
-        self.publish_idle();
+        self.counters.set_idle(count - self.scratch.len(), idle_bytes - bytes);
+        self.check();
         if !self.scratch.is_empty() {
             self.shared.stash(self.home, &mut self.scratch);
         }
@@ -351,11 +457,24 @@ impl ThreadCache {
 
     /// Returns credit beyond the idle bytes plus `slack`.
     fn settle(&mut self, slack: usize) {
-        let keep = self.idle_bytes + slack;
+        let keep = self.idle_bytes() + slack;
         if self.credit > keep {
             self.shared.unreserve(self.credit - keep);
             self.credit = keep;
         }
+    }
+
+    /// Releases every buffer cached here (not kept: the pool was trimmed or
+    /// closed, or the cache goes away).
+    fn release_all(&mut self) {
+        self.counters.set_idle(0, 0);
+        self.settle(0);
+        for class in 0..self.classes.count() {
+            let len = self.lens[class] as usize;
+            self.slots[class * self.depth..][..len].iter_mut().for_each(|e| drop(e.buf.take()));
+            self.lens[class] = 0;
+        }
+        self.check();
     }
 
     /// Catches up with a trim or close: everything cached is released.
@@ -365,18 +484,8 @@ impl ThreadCache {
             return;
         }
         self.seen = state;
-        self.count = 0;
-        self.idle_bytes = 0;
-        self.settle(0);
-        self.publish_idle();
-        // Released (not kept: the pool was trimmed or closed).
-        self.stacks.iter_mut().for_each(Vec::clear);
+        self.release_all();
         self.shared.region.give_back_pending();
-    }
-
-    #[inline]
-    fn publish_idle(&self) {
-        self.counters.set_idle(self.count, self.idle_bytes);
     }
 }
 
@@ -388,11 +497,7 @@ impl Drop for ThreadCache {
         if !self.shared.is_closed() {
             self.flush(|len| len);
         }
-        self.stacks.iter_mut().for_each(Vec::clear);
-        self.count = 0;
-        self.idle_bytes = 0;
-        self.settle(0);
-        self.publish_idle();
+        self.release_all();
         self.shared.registry.retire(&self.counters, &self.shared.counters);
     }
 }

@@ -17,7 +17,9 @@
 //! Invariants:
 //! - An entry is null or a pointer from `Box::into_raw` owned by the table.
 //! - An entry is taken out (set to null) while its cache is in use, so a
-//!   re-entrant call finds it empty and never aliases the cache.
+//!   re-entrant call finds it empty and never aliases the cache; except
+//!   on the fast path ([`Table::in_place`]), whose closures call nothing
+//!   that reaches this table (checked in debug builds).
 //! - Once the thread-exit destructor ran (`dead`), nothing is stored again.
 #![allow(unsafe_code)]
 
@@ -34,8 +36,12 @@ use crate::thread_cache::ThreadCache;
 pub(crate) const TABLE: usize = 1024;
 
 pub(crate) struct Table {
-    /// The value of `thread_cache::CLOSES` this table last swept.
-    pub(crate) closes_seen: Cell<u64>,
+    /// The value of `thread_cache::EPOCH` this table last synced with.
+    pub(crate) epoch_seen: Cell<u64>,
+    /// A cache is in use in place ([`Table::in_place`]): nothing may take
+    /// it out meanwhile (checked in debug builds).
+    #[cfg(debug_assertions)]
+    busy: Cell<bool>,
     /// The thread-exit destructor is registered for this thread.
     registered: Cell<bool>,
     /// The thread-exit destructor ran: keep nothing any more.
@@ -46,7 +52,9 @@ pub(crate) struct Table {
 thread_local! {
     static TABLE_OF_CACHES: Table = const {
         Table {
-            closes_seen: Cell::new(0),
+            epoch_seen: Cell::new(0),
+            #[cfg(debug_assertions)]
+            busy: Cell::new(false),
             registered: Cell::new(false),
             dead: Cell::new(false),
             entries: [const { Cell::new(ptr::null_mut()) }; TABLE],
@@ -67,10 +75,45 @@ pub(crate) fn with<R>(f: impl FnOnce(&Table) -> R) -> R {
 }
 
 impl Table {
+    /// Runs `f` on the cache in entry `i`, in place, if it is pool `id`'s;
+    /// `Err(state)` if not. `f` must be one of `ThreadCache`'s fast paths,
+    /// which touch only the cache and its buffers and never reach this
+    /// table: that is what makes the `&mut` below exclusive without taking
+    /// the entry out (two stores saved per call).
+    #[inline(always)]
+    pub(crate) fn in_place<S, R>(
+        &self,
+        i: usize,
+        id: u64,
+        state: S,
+        f: impl FnOnce(&mut ThreadCache, S) -> Result<R, S>,
+    ) -> Result<R, S> {
+        let p = self.entries[i].get();
+        if p.is_null() {
+            return Err(state);
+        }
+        // SAFETY: a non-null entry is a live box owned by the table (see
+        // the invariants). Nothing else references it now: a cache taken
+        // out is null here, and `f` never reaches the table, so no other
+        // reference can be made while this one lives.
+        let tc = unsafe { &mut *p };
+        if tc.id() != id {
+            return Err(state);
+        }
+        #[cfg(debug_assertions)]
+        self.busy.set(true);
+        let r = f(tc, state);
+        #[cfg(debug_assertions)]
+        self.busy.set(false);
+        r
+    }
+
     /// Takes the cache out of entry `i` (None: empty, or in use further up
     /// the stack). Give it back with [`put`](Self::put).
     #[inline(always)]
     pub(crate) fn take(&self, i: usize) -> Option<Box<ThreadCache>> {
+        #[cfg(debug_assertions)]
+        debug_assert!(!self.busy.get(), "a fast path reached the thread's table");
         let p = self.entries[i].replace(ptr::null_mut());
         if p.is_null() {
             None
@@ -106,10 +149,10 @@ impl Table {
 
     /// Every cache, taken out one at a time (sweeps, thread exit): `keep`
     /// says which go back.
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&ThreadCache) -> bool) {
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&mut ThreadCache) -> bool) {
         for i in 0..TABLE {
-            if let Some(tc) = self.take(i) {
-                if keep(&tc) {
+            if let Some(mut tc) = self.take(i) {
+                if keep(&mut tc) {
                     self.put_back(i, tc);
                 }
             }

@@ -16,8 +16,8 @@ use std::ptr::{self, NonNull};
 use super::boundary::{boundary, handle, last_error, set_last_error};
 use super::pool::{count_rejected, zp_pool};
 use super::status::zp_status::{self, *};
-use crate::buffer::Buffer;
-use crate::region::chunk::{Refused, SlotRef};
+use crate::buffer::{Buffer, RawBuf};
+use crate::region::chunk::{Refused, SlotHint, SlotRef};
 
 /// Bytes of the overflow canary written after a C buffer's length.
 const CANARY_LEN: usize = 8;
@@ -47,8 +47,8 @@ pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
             set_last_error(ZP_ERR_NULL_POINTER);
             return ptr::null_mut();
         };
-        match handle.pool.get_fast(size) {
-            Some(buf) => hand_out(buf),
+        match handle.pool.get_cached(size) {
+            Some((raw, hint)) => hand_out_cached(raw, size, hint),
             None => get_slow(handle, size),
         }
     }));
@@ -70,6 +70,48 @@ fn get_slow(handle: &zp_pool, size: usize) -> *mut c_void {
     }
 }
 
+/// The metadata of a claimed buffer's slot to keep with it in a cache:
+/// only if the slot has room for the canary after a request of the whole
+/// capacity (every C pool's slots do: they have a tail page), so that
+/// [`hand_out_cached`] need not check.
+#[inline(always)]
+pub(super) fn hint_for(slot: &SlotRef, cap: usize) -> Option<SlotHint> {
+    (cap + CANARY_LEN <= slot.stride()).then(|| slot.hint())
+}
+
+/// [`hand_out`] for a buffer from a thread cache, whose slot metadata the
+/// cache may have kept (then no lookup is needed).
+#[inline(always)]
+pub(super) fn hand_out_cached(raw: RawBuf, len: usize, hint: Option<SlotHint>) -> *mut c_void {
+    let Some(hint) = hint else {
+        return hand_out_found(raw, len);
+    };
+    debug_assert!(len <= raw.capacity());
+    debug_assert!(SlotRef::find(raw.ptr().as_ptr() as usize).is_some_and(|s| s.hint().same(hint)));
+    let (start, tag) = raw.into_parts();
+    // SAFETY: a hint is kept only for slots with room for the canary after
+    // the whole capacity (`hint_for`), and len <= capacity; the slot is ours.
+    unsafe { start.as_ptr().add(len).cast::<u64>().write_unaligned(hint.canary()) };
+    hint.hand_out(len, tag);
+    start.as_ptr().cast()
+}
+
+#[inline(never)]
+fn hand_out_found(raw: RawBuf, len: usize) -> *mut c_void {
+    let Some(slot) = SlotRef::find(raw.ptr().as_ptr() as usize) else {
+        // Every buffer is a published slot; the memory goes back.
+        set_last_error(ZP_ERR_INTERNAL);
+        return ptr::null_mut();
+    };
+    match hint_for(&slot, raw.capacity()) {
+        Some(hint) => hand_out_cached(raw, len, Some(hint)),
+        None => {
+            let (start, tag) = raw.into_parts();
+            arm(start.as_ptr(), len, tag, &slot)
+        }
+    }
+}
+
 /// Arms the canary, marks the slot handed out and gives up the guard.
 #[inline(always)]
 pub(super) fn hand_out(mut buf: Buffer) -> *mut c_void {
@@ -81,6 +123,13 @@ pub(super) fn hand_out(mut buf: Buffer) -> *mut c_void {
         return ptr::null_mut();
     };
     let (_, len, _) = buf.into_raw_parts();
+    arm(addr, len, tag, &slot)
+}
+
+/// Writes the canary after `len` bytes at `addr` (if the slot has room)
+/// and marks the slot handed out.
+#[inline(always)]
+fn arm(addr: *mut u8, len: usize, tag: usize, slot: &SlotRef) -> *mut c_void {
     if len + CANARY_LEN <= slot.stride() {
         // SAFETY: the slot's stride is committed memory of this buffer
         // (capacity plus tail page), and len + 8 fits in it.
@@ -138,17 +187,31 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
             return ZP_ERR_NULL_POINTER;
         }
         // Back to its pool (or released, if the pool is gone).
-        take_back(pool, start, drop)
+        take_back(pool, start, keep)
     })
 }
 
+/// A buffer taken back by `zp_put`: to this thread's cache for its pool,
+/// with its slot's metadata, or (no cache) to the pool.
+#[inline(always)]
+pub(super) fn keep(guard: Buffer, slot: SlotRef) {
+    let id = guard.pool_id();
+    match guard.into_pooled() {
+        Ok((raw, len)) => {
+            let hint = hint_for(&slot, raw.capacity());
+            crate::pool::give_back_hinted(id, raw, len, hint);
+        }
+        Err(one_off) => drop(one_off),
+    }
+}
+
 /// Validates a returned buffer for pool handle `pool` and, if it passes,
-/// hands its guard to `keep` (a cache, or drop); else says why (each
+/// hands its guard (and slot) to `keep` (a cache, or drop); else says why (each
 /// rejection counted). The guard goes to `keep` by value, not through a
 /// returned `Result`: a 4-word result travels through memory in pieces that
 /// stall store forwarding (measured: +15 ns per put).
 #[inline(always)]
-pub(super) fn take_back(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer)) -> zp_status {
+pub(super) fn take_back(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer, SlotRef)) -> zp_status {
     let status = validate(pool, start, keep);
     if status != ZP_OK && status != ZP_ERR_OVERFLOW {
         count_rejected(pool);
@@ -157,7 +220,7 @@ pub(super) fn take_back(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnO
 }
 
 #[inline(always)]
-fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer)) -> zp_status {
+fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer, SlotRef)) -> zp_status {
     let addr = start.as_ptr() as usize;
     let Some(slot) = SlotRef::find(addr) else {
         return ZP_ERR_FOREIGN_BUFFER;
@@ -200,6 +263,6 @@ fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer))
         // SAFETY: as above; the idle buffer is all zero again.
         unsafe { canary_at.cast::<u64>().write_unaligned(0) };
     }
-    keep(guard);
+    keep(guard, slot);
     ZP_OK
 }

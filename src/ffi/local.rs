@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::boundary::{boundary, handle, set_last_error, try_box};
-use super::buffer::{hand_out, take_back};
+use super::buffer::{hand_out, hand_out_cached, hint_for, keep, take_back};
 use super::pool::zp_pool;
 use super::status::zp_status::{self, *};
 use crate::os::thread_pointer;
@@ -128,11 +128,14 @@ pub extern "C" fn zp_local_get(local: *mut zp_local, size: usize) -> *mut c_void
             set_last_error(ZP_ERR_NULL_POINTER);
             return ptr::null_mut();
         };
-        let got = match l.mine() {
-            Some(cache) if !cache.is_closed() => cache.try_get(size),
-            _ => return get_slow(l, size),
-        };
-        match got {
+        let Some(cache) = l.mine() else { return get_slow(l, size) };
+        if let Some((raw, hint)) = cache.get_cached(size) {
+            return hand_out_cached(raw, size, hint);
+        }
+        if cache.is_closed() {
+            return get_slow(l, size);
+        }
+        match cache.try_get(size) {
             Ok(buf) => hand_out(buf),
             Err(e) => {
                 set_last_error(zp_status::from(&e));
@@ -185,9 +188,15 @@ pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_sta
         let Some(start) = NonNull::new(buf.cast::<u8>()) else {
             return ZP_ERR_NULL_POINTER;
         };
-        take_back(l.pool, start, |guard| match l.mine() {
-            Some(cache) => cache.put(guard),
-            None => drop(guard), // the ordinary path
+        take_back(l.pool, start, |guard, slot| match l.mine() {
+            Some(cache) if guard.pool_id() == cache.id() => match guard.into_pooled() {
+                Ok((raw, len)) => {
+                    let hint = hint_for(&slot, raw.capacity());
+                    cache.put_hinted(raw, len, hint)
+                }
+                Err(one_off) => drop(one_off),
+            },
+            _ => keep(guard, slot), // the ordinary path
         })
     })
 }

@@ -176,6 +176,44 @@ pub(crate) struct SlotRef {
     index: usize,
 }
 
+/// A slot's metadata, kept with its buffer while a thread cache holds it,
+/// so that handing the buffer out again needs no lookup. Made only from a
+/// [`SlotRef`], so it always points at a slot's metadata, which is never
+/// unmapped: using a stale hint is harmless (it reads zeros), though the
+/// holder of a buffer uses only the hint of that buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SlotHint(NonNull<SlotMeta>);
+
+// SAFETY: a pointer to atomics that are never unmapped (module invariant).
+unsafe impl Send for SlotHint {}
+// SAFETY: as above.
+unsafe impl Sync for SlotHint {}
+
+impl SlotHint {
+    #[inline(always)]
+    fn slot(&self) -> &SlotMeta {
+        // SAFETY: made from a SlotRef; metadata is never unmapped.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The slot's canary value.
+    #[inline(always)]
+    pub(crate) fn canary(self) -> u64 {
+        self.slot().canary.load(Ordering::Relaxed)
+    }
+
+    /// As [`SlotRef::hand_out`].
+    #[inline(always)]
+    pub(crate) fn hand_out(self, len: usize, tag: usize) {
+        self.slot().word.store(SlotWord::new(SlotWord::OUT, len, tag).0, Ordering::Release);
+    }
+
+    /// Whether two hints name the same slot (debug checks).
+    pub(crate) fn same(self, other: SlotHint) -> bool {
+        self.0 == other.0
+    }
+}
+
 /// Why a state transition was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -235,14 +273,21 @@ impl SlotRef {
     /// The slot's canary value (random, fixed for the chunk's life).
     #[inline(always)]
     pub(crate) fn canary(&self) -> u64 {
-        self.slot().canary.load(Ordering::Relaxed)
+        self.hint().canary()
     }
 
     /// Records that the slot is handed out through the C API for `len`
     /// bytes. The caller holds the buffer exclusively.
     #[inline(always)]
     pub(crate) fn hand_out(&self, len: usize, tag: usize) {
-        self.slot().word.store(SlotWord::new(SlotWord::OUT, len, tag).0, Ordering::Release);
+        self.hint().hand_out(len, tag);
+    }
+
+    /// The slot's metadata alone, to keep with its buffer (see [`SlotHint`]).
+    #[inline(always)]
+    pub(crate) fn hint(&self) -> SlotHint {
+        // SAFETY: `find` checked the index against the span.
+        SlotHint(unsafe { slot_ptr(self.meta, self.index) })
     }
 
     /// The slot's word if it is handed out (OUT); why not otherwise.
