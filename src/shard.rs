@@ -60,6 +60,20 @@ impl Shard {
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked { idle: self.0.idle.lock(), present: &self.0.present }
     }
+
+    /// The lock if it is free now (None: another thread holds it).
+    pub(crate) fn try_lock(&self) -> Option<Locked<'_>> {
+        Some(Locked { idle: self.0.idle.try_lock()?, present: &self.0.present })
+    }
+
+    /// The lock: at once if `wait`, else only if it is free now.
+    pub(crate) fn lock_if(&self, wait: bool) -> Option<Locked<'_>> {
+        if wait {
+            Some(self.lock())
+        } else {
+            self.try_lock()
+        }
+    }
 }
 
 impl std::ops::Deref for Locked<'_> {

@@ -136,25 +136,37 @@ impl Shared {
     /// Moves up to `want` idle buffers of `class` into `out`, from the
     /// `home` shard or else the first other shard that has some. Their
     /// reservation moves with them. Returns how many moved.
+    /// A shard another thread holds is passed over at first (contention
+    /// between a producer and a consumer otherwise serializes them), and
+    /// waited for only if no free shard had the class.
     pub(crate) fn take(&self, home: usize, class: usize, want: usize, mut out: impl FnMut(RawBuf)) -> usize {
-        for i in 0..self.shards.len() {
-            let shard = self.shard(home, i);
-            if !shard.may_have(class) {
-                continue;
-            }
-            let mut idle = shard.lock();
-            let mut got = 0;
-            while got < want {
-                match idle.take(class) {
-                    Some(raw) => out(raw),
-                    None => break,
+        let mut busy = false;
+        for wait in [false, true] {
+            for i in 0..self.shards.len() {
+                let shard = self.shard(home, i);
+                if !shard.may_have(class) {
+                    continue;
                 }
-                got += 1;
+                let Some(mut idle) = shard.lock_if(wait) else {
+                    busy = true;
+                    continue;
+                };
+                let mut got = 0;
+                while got < want {
+                    match idle.take(class) {
+                        Some(raw) => out(raw),
+                        None => break,
+                    }
+                    got += 1;
+                }
+                drop(idle);
+                if got > 0 {
+                    SharedCounters::bump(&self.counters.shard_hits, 1);
+                    return got;
+                }
             }
-            drop(idle);
-            if got > 0 {
-                SharedCounters::bump(&self.counters.shard_hits, 1);
-                return got;
+            if !busy {
+                break;
             }
         }
         // A miss everywhere: CLOCK-Pro learns from it (a wanted ghost).
@@ -177,17 +189,20 @@ impl Shared {
         let max = self.cfg.max_buffers_per_shard;
         let classes = &self.cfg.classes;
         let mut carry = next();
-        for i in 0..self.shards.len() {
-            if carry.is_none() {
-                return;
-            }
-            let mut idle = self.shard(home, i).lock();
-            while idle.len() < max {
-                let Some(raw) = carry.take() else { break };
-                if let Err(raw) = idle.insert(classes.class_of_log2(raw.log2()), raw) {
-                    self.release_evicted(raw); // no memory for the bookkeeping
+        // Free shards first (as in `take`), then waiting for busy ones.
+        for wait in [false, true] {
+            for i in 0..self.shards.len() {
+                if carry.is_none() {
+                    return;
                 }
-                carry = next();
+                let Some(mut idle) = self.shard(home, i).lock_if(wait) else { continue };
+                while idle.len() < max {
+                    let Some(raw) = carry.take() else { break };
+                    if let Err(raw) = idle.insert(classes.class_of_log2(raw.log2()), raw) {
+                        self.release_evicted(raw); // no memory for the bookkeeping
+                    }
+                    carry = next();
+                }
             }
         }
         if carry.is_none() {

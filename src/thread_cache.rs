@@ -284,8 +284,9 @@ impl ThreadCache {
         self.catch_up();
         let cap = self.classes.capacity(class);
         let (count, idle_bytes) = self.counters.idle();
-        // One buffer for the caller, plus a batch to refill (magazine style).
-        let want = 1 + (self.limit / 2).min(self.limit.saturating_sub(count));
+        // One buffer for the caller, plus enough to fill the cache: one lock
+        // per `limit` gets when buffers flow in from other threads.
+        let want = 1 + self.limit.saturating_sub(count);
         let base = class * self.depth;
         let before = self.lens[class] as usize;
         let mut n = before;
@@ -374,7 +375,9 @@ impl ThreadCache {
             return;
         }
         if self.count() >= self.limit {
-            self.flush(|len| len.div_ceil(2));
+            // The whole cache in one lock (a magazine): buffers flowing to
+            // this thread from others move `limit` at a time.
+            self.flush(|len| len);
         }
         if !self.cover(class) {
             // Let the policy choose among everything idle, this cache included.
@@ -410,12 +413,20 @@ impl ThreadCache {
         }
     }
 
-    /// Makes sure `credit` covers one more idle buffer of `class`.
+    /// Makes sure `credit` covers one more idle buffer of `class`; when
+    /// the budget allows, enough for the cache to fill with the class, so
+    /// that the puts until then take the fast path (one budget update per
+    /// `limit` puts of buffers got elsewhere).
     fn cover(&mut self, class: usize) -> bool {
         let cap = self.classes.capacity(class);
-        let idle_bytes = self.idle_bytes();
+        let (count, idle_bytes) = self.counters.idle();
         let need = (idle_bytes + cap).saturating_sub(self.credit);
         if need == 0 {
+            return true;
+        }
+        let ahead = self.limit.saturating_sub(count + 1) * cap;
+        if ahead > 0 && self.shared.try_reserve(need + ahead) {
+            self.credit += need + ahead;
             return true;
         }
         let ok = if idle_bytes == 0 {

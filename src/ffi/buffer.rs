@@ -187,7 +187,12 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
             return ZP_ERR_NULL_POINTER;
         }
         // Back to its pool (or released, if the pool is gone).
-        take_back(pool, start, keep)
+        take_back(
+            pool,
+            start,
+            #[inline(always)]
+            |guard, slot| keep(guard, slot),
+        )
     })
 }
 

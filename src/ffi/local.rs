@@ -188,7 +188,7 @@ pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_sta
         let Some(start) = NonNull::new(buf.cast::<u8>()) else {
             return ZP_ERR_NULL_POINTER;
         };
-        take_back(l.pool, start, |guard, slot| match l.mine() {
+        take_back(l.pool, start, #[inline(always)] |guard, slot| match l.mine() {
             Some(cache) if guard.pool_id() == cache.id() => match guard.into_pooled() {
                 Ok((raw, len)) => {
                     let hint = hint_for(&slot, raw.capacity());
