@@ -225,22 +225,29 @@ impl RawBuf {
         if !zero {
             return false;
         }
-        let len = len.min(self.capacity());
-        let p = self.ptr().as_ptr();
-        if check && len <= CHECK_BELOW {
-            // SAFETY: `len` bytes inside our slot, initialized (mapped
-            // memory is zero-filled, then written through slices).
-            if is_zero(unsafe { std::slice::from_raw_parts(p, len) }) {
-                return false;
-            }
-            // SAFETY: as above.
-            unsafe { std::ptr::write_bytes(p, 0, len) };
-            return true;
+        zero_checked(self.ptr(), len.min(self.capacity()), check)
+    }
+}
+
+/// The zeroing half of `RawBuf::reuse_as`, out of line: it costs a check
+/// or a memset of the buffer anyway, and inlined it crowds the fast path
+/// of the other policies. `len` bytes at `p` are a buffer's, ours.
+#[inline(never)]
+fn zero_checked(p: NonNull<u8>, len: usize, check: bool) -> bool {
+    let p = p.as_ptr();
+    if check && len <= CHECK_BELOW {
+        // SAFETY: `len` bytes inside the caller's slot, initialized (mapped
+        // memory is zero-filled, then written through slices).
+        if is_zero(unsafe { std::slice::from_raw_parts(p, len) }) {
+            return false;
         }
         // SAFETY: as above.
         unsafe { std::ptr::write_bytes(p, 0, len) };
-        false
+        return true;
     }
+    // SAFETY: as above.
+    unsafe { std::ptr::write_bytes(p, 0, len) };
+    false
 }
 
 impl Drop for RawBuf {

@@ -144,7 +144,13 @@ impl BufferPool {
     #[inline(always)]
     pub(crate) fn get_cached(&self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
         let Lookup::Pooled(class) = self.shared.cfg.classes.lookup(len) else { return None };
-        thread_cache::fast(self.shared.id, (), |tc, ()| tc.try_get(class, len).ok_or(())).ok()
+        thread_cache::fast(
+            self.shared.id,
+            (),
+            #[inline(always)]
+            |tc, ()| tc.try_get(class, len).ok_or(()),
+        )
+        .ok()
     }
 
     #[cold]
@@ -273,7 +279,12 @@ fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
 /// so it comes back in a register.
 #[inline(always)]
 fn get_pooled(shared: &Arc<Shared>, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
-    match thread_cache::fast(shared.id, (), |tc, ()| tc.try_get(class, len).ok_or(())) {
+    match thread_cache::fast(
+        shared.id,
+        (),
+        #[inline(always)]
+        |tc, ()| tc.try_get(class, len).ok_or(()),
+    ) {
         Ok((raw, _)) => Ok(raw),
         Err(()) => get_pooled_slow(shared, class, len),
     }
@@ -404,7 +415,12 @@ pub(crate) fn give_back(pool: u64, raw: RawBuf, len: usize) {
 /// up (the C API's put), so that the next get from the cache needs none.
 #[inline(always)]
 pub(crate) fn give_back_hinted(pool: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) {
-    if let Err(raw) = thread_cache::fast(pool, raw, |tc, raw| tc.try_put(raw, len, hint)) {
+    if let Err(raw) = thread_cache::fast(
+        pool,
+        raw,
+        #[inline(always)]
+        |tc, raw| tc.try_put(raw, len, hint),
+    ) {
         give_back_slow(pool, raw, len);
     }
 }

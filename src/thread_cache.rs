@@ -15,7 +15,7 @@
 //!
 //! Invariants of a cache:
 //! - Class `c`'s stack is `slots[c * depth..][..lens[c]]`, oldest first;
-//!   every other slot is `None`. `depth == limit + 1`.
+//!   every other slot is `None`. `depth >= limit + 1`, a power of two.
 //! - The published idle word (`counters`) is the number and capacity sum of
 //!   the stacked buffers: the cache keeps no other copy. Buffers `<= limit`
 //!   (+1 transiently inside a call).
@@ -44,8 +44,9 @@ use crate::tls::{self, Table};
 #[repr(C)]
 pub(crate) struct ThreadCache {
     id: u64,
-    /// Slots per class: `limit + 1`.
-    depth: usize,
+    /// log2 of the slots per class: `limit + 1` rounded up to a power of
+    /// two (a shift, not a multiply, on the fast path).
+    depth_log2: u32,
     limit: usize,
     credit: usize,
     counters: Arc<LocalCounters>,
@@ -199,7 +200,7 @@ impl ThreadCache {
         let limit = shared.cfg.tls_cache_size;
         let classes = shared.cfg.classes.count();
         debug_assert!(classes <= MAX_CLASSES && limit < u16::MAX as usize);
-        let depth = limit + 1;
+        let depth = (limit + 1).next_power_of_two();
         let mut slots = Vec::new();
         slots.try_reserve_exact(classes * depth).ok()?;
         slots.resize_with(classes * depth, Entry::default);
@@ -213,7 +214,7 @@ impl ThreadCache {
         shared.registry.try_register(counters.clone()).ok()?;
         Some(ThreadCache {
             id: shared.id,
-            depth,
+            depth_log2: depth.trailing_zeros(),
             limit,
             credit: 0,
             counters,
@@ -240,6 +241,18 @@ impl ThreadCache {
         self.id
     }
 
+    /// Slots per class.
+    #[inline(always)]
+    fn depth(&self) -> usize {
+        1 << self.depth_log2
+    }
+
+    /// Index of slot `n` of class `class`'s stack.
+    #[inline(always)]
+    fn at(&self, class: usize, n: usize) -> usize {
+        (class << self.depth_log2) + n
+    }
+
     /// Buffers idle here.
     fn count(&self) -> usize {
         self.counters.idle().0
@@ -256,7 +269,7 @@ impl ThreadCache {
     pub(crate) fn try_get(&mut self, class: usize, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
         let n = *self.lens.get(class)?;
         let top = (n as usize).checked_sub(1)?;
-        let entry = self.slots.get_mut(class * self.depth + top)?;
+        let entry = self.slots.get_mut(self.at(class, top))?;
         let (mut raw, hint) = (entry.buf.take()?, entry.hint);
         self.lens[class] = top as u16;
         let word = self.counters.idle_word();
@@ -287,10 +300,11 @@ impl ThreadCache {
         // One buffer for the caller, plus enough to fill the cache: one lock
         // per `limit` gets when buffers flow in from other threads.
         let want = 1 + self.limit.saturating_sub(count);
-        let base = class * self.depth;
+        let base = class * self.depth();
         let before = self.lens[class] as usize;
         let mut n = before;
-        let slots = &mut self.slots[base..base + self.depth];
+        let depth = self.depth();
+        let slots = &mut self.slots[base..base + depth];
         let got = self.shared.take(self.home, class, want, |raw| {
             debug_assert!(slots[n].buf.is_none());
             slots[n] = Entry { buf: Some(raw), hint: None };
@@ -331,10 +345,12 @@ impl ThreadCache {
         if count >= self.limit || idle_bytes + cap > self.credit {
             return Err(raw);
         }
-        let Some(slot) = self.slots.get_mut(class * self.depth + n as usize) else { return Err(raw) };
+        let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else { return Err(raw) };
         raw.retire(len, self.scrub);
-        debug_assert!(slot.buf.is_none());
-        *slot = Entry { buf: Some(raw), hint };
+        // The slot is empty (invariant): no drop of the old value to check for.
+        let old = std::mem::replace(slot, Entry { buf: Some(raw), hint });
+        debug_assert!(old.buf.is_none());
+        std::mem::forget(old);
         self.lens[class] = n + 1;
         self.counters.set_idle_word(word + idle_delta(cap));
         LocalCounters::bump(&self.counters.puts);
@@ -388,10 +404,10 @@ impl ThreadCache {
             }
         }
         let n = self.lens[class] as usize;
-        debug_assert!(n < self.depth && self.slots[class * self.depth + n].buf.is_none());
+        debug_assert!(n < self.depth() && self.slots[class * self.depth() + n].buf.is_none());
         let (count, idle_bytes) = self.counters.idle();
         self.counters.set_idle(count + 1, idle_bytes + raw.capacity());
-        self.slots[class * self.depth + n] = Entry { buf: Some(raw), hint: None };
+        self.slots[class * self.depth() + n] = Entry { buf: Some(raw), hint: None };
         self.lens[class] = n as u16 + 1;
         self.check();
     }
@@ -402,7 +418,7 @@ impl ThreadCache {
             let mut count = 0;
             let mut bytes = 0;
             for class in 0..self.classes.count() {
-                let stack = &self.slots[class * self.depth..][..self.depth];
+                let stack = &self.slots[class * self.depth()..][..self.depth()];
                 let n = self.lens[class] as usize;
                 debug_assert!(stack[..n].iter().all(|e| e.buf.is_some()) && stack[n..].iter().all(|e| e.buf.is_none()));
                 count += n;
@@ -449,7 +465,8 @@ impl ThreadCache {
             let len = self.lens[class] as usize;
             let n = how_many(len).min(len);
             debug_assert!(self.scratch.len() + n <= self.scratch.capacity(), "flush never allocates");
-            let stack = &mut self.slots[class * self.depth..][..len];
+            let base = class * self.depth();
+            let stack = &mut self.slots[base..][..len];
             self.scratch.extend(stack[..n].iter_mut().filter_map(|e| e.buf.take()));
             stack.rotate_left(n);
             self.lens[class] = (len - n) as u16;
@@ -482,7 +499,8 @@ impl ThreadCache {
         self.settle(0);
         for class in 0..self.classes.count() {
             let len = self.lens[class] as usize;
-            self.slots[class * self.depth..][..len].iter_mut().for_each(|e| drop(e.buf.take()));
+            let base = class * self.depth();
+            self.slots[base..][..len].iter_mut().for_each(|e| drop(e.buf.take()));
             self.lens[class] = 0;
         }
         self.check();
