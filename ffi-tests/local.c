@@ -145,6 +145,30 @@ static void from_other_threads(void) {
   zp_pool_free(pool);
 }
 
+/* A trim reaches a handle's cache at its next call: nothing it held is
+ * handed out again, and the pool reports nothing idle. */
+static void trim_reaches_handles(void) {
+  zp_pool *pool = pool_4k();
+  zp_local *l = zp_local_new(pool);
+  CHECK(l != NULL);
+  void *held[3];
+  for (int i = 0; i < 3; i++) CHECK((held[i] = zp_local_get(l, 4096)) != NULL);
+  for (int i = 0; i < 3; i++) CHECK_STATUS(zp_local_put(l, held[i]), ZP_OK);
+  zp_stats s;
+  CHECK_STATUS(zp_pool_stats(pool, &s), ZP_OK);
+  CHECK(s.pooled_buffers == 3);
+  uint64_t allocations = s.allocations;
+  CHECK_STATUS(zp_pool_trim(pool), ZP_OK);
+  void *after = zp_local_get(l, 4096);
+  CHECK(after != NULL);
+  CHECK_STATUS(zp_pool_stats(pool, &s), ZP_OK);
+  CHECK(s.pooled_buffers == 0);
+  CHECK(s.allocations == allocations + 1); /* trimmed buffers are not reused */
+  CHECK_STATUS(zp_local_put(l, after), ZP_OK);
+  zp_local_free(l);
+  zp_pool_free(pool);
+}
+
 /* One thread, 1,000 pools, each used through zp_get/zp_put and a handle:
  * every pool keeps its own buffers (no cross-pool hand-outs). */
 static void thousand_pools(void) {
@@ -179,6 +203,7 @@ int main(void) {
   basics();
   around_pool_free();
   from_other_threads();
+  trim_reaches_handles();
   thousand_pools();
   return finish("local");
 }

@@ -345,6 +345,30 @@ fn trim_reaches_other_threads_caches_at_their_next_call() {
     assert_eq!(s.allocations, 5, "the trimmed buffers were not reused: {s:?}");
 }
 
+/// A thread's next call on any pool, not only the trimmed one, releases
+/// what it cached of a pool another thread trimmed (one epoch for all).
+#[test]
+fn trim_reaches_other_threads_caches_at_their_next_call_on_any_pool() {
+    let _turn = beside_others();
+    let (p, other) = (pool(), pool());
+    let q = p.clone();
+    let filled = Arc::new(Barrier::new(2));
+    let trimmed = Arc::new(Barrier::new(2));
+    let (f, tr) = (filled.clone(), trimmed.clone());
+    let t = thread::spawn(move || {
+        drop((0..4).map(|_| q.get(PAGE)).collect::<Vec<_>>());
+        f.wait();
+        tr.wait();
+        drop(other.get(PAGE)); // another pool: the trim is noticed all the same
+        assert_eq!(q.stats().pooled_buffers, 0);
+    });
+    filled.wait();
+    assert_eq!(p.stats().pooled_buffers, 4);
+    p.trim();
+    trimmed.wait();
+    t.join().unwrap();
+}
+
 /// Every 61st byte and the last: enough to see a buffer two owners share,
 /// cheap enough for unoptimized test builds.
 fn sampled(b: &[u8]) -> impl Iterator<Item = u8> + '_ {
