@@ -35,23 +35,44 @@
  *   - NULL pool or buffer (ZP_ERR_NULL_POINTER);
  *   - a pointer zeropool never handed out, including interior pointers of
  *     real buffers and arbitrary addresses (ZP_ERR_FOREIGN_BUFFER): pointers
- *     are checked against an out-of-band table, never dereferenced first;
+ *     are checked against out-of-band slot metadata, never dereferenced first;
  *   - a buffer returned to a pool other than its own (ZP_ERR_WRONG_POOL);
- *   - a second return while the buffer is idle in the pool (ZP_ERR_DOUBLE_PUT);
+ *   - a second return while the buffer is idle in the pool, or after it was
+ *     rejected as overflowed (ZP_ERR_DOUBLE_PUT);
+ *   - two threads returning the same buffer at the same instant: the return
+ *     is one compare-and-swap on the buffer's state word, so exactly one
+ *     gets ZP_OK and the other ZP_ERR_DOUBLE_PUT;
  *   - any change to the 8 bytes right after the requested size
- *     (ZP_ERR_OVERFLOW): a canary derived from a per-process random secret
- *     and the address; the buffer is scrubbed and released, never reused.
+ *     (ZP_ERR_OVERFLOW): a canary, random per buffer slot and kept out of
+ *     band; the buffer is scrubbed and released, never reused.
  *   Not detected:
  *   - a second return after the same address was handed out again (it is
  *     then a live buffer again, of whoever got it);
- *   - two threads returning the same buffer at the same instant (a data
- *     race in the caller; each call alone is checked);
- *   - writes further than 8 bytes past the size that skip the canary, and
- *     writes of the value a canary byte already holds (a one-byte overflow
- *     of a given value is missed in 1 buffer in 256);
- *   - a pointer to memory zeropool has since released may be reported as
- *     ZP_ERR_DOUBLE_PUT rather than ZP_ERR_FOREIGN_BUFFER;
- *   - reads and writes after zp_put (use after return).
+ *   - writes further than 8 bytes past the size that skip the canary;
+ *   - a return after the freed pool's last buffer came back is reported as
+ *     ZP_ERR_FOREIGN_BUFFER (its metadata is gone), not ZP_ERR_DOUBLE_PUT;
+ *   - reads and writes after zp_put (use after return); with
+ *     ZP_ZERO_ALWAYS a write after return is still never seen by the next
+ *     holder, and is counted in zp_stats.dirty_gets when a get finds it.
+ *
+ * Cost model. A zp_get or zp_put that hits the calling thread's cache for
+ * the pool is constant time whatever the size and however many pools the
+ * thread uses: one thread-local access (a __tls_get_addr call when the
+ * library is loaded as a shared object; none through a zp_local handle),
+ * one load of a global epoch (trims and closes), a pop or push on a
+ * per-class stack, two plain stores of per-thread counters, no lock.
+ * zp_get writes the buffer's 8-byte canary and its state word; zp_put finds
+ * the buffer's slot metadata (two table loads and a multiply), checks state,
+ * owner and canary, and takes the buffer back with one compare-and-swap,
+ * the only atomic read-modify-write on the path; that swap waits for the
+ * caller's earlier stores (e.g. writes into the buffer) to drain. Zeroing:
+ * ZP_ZERO_NEVER adds nothing; ZP_ZERO_ON_PUT one memset of the requested
+ * size on zp_put; ZP_ZERO_ALWAYS that memset plus, on zp_get, a read-only
+ * check of the requested size up to 128 KiB (a memset above). A miss moves
+ * up to the cache size of buffers between the thread's cache and a shard
+ * under one lock; only a pool's first use of a class, or an empty pool,
+ * reaches the system (slots carved from reserved chunks, no mmap per
+ * buffer).
  *
  * Attributes: the functions that return a zp_status or a new object, and
  * zp_get, are ZP_NODISCARD, so an ignored result is a compiler warning (with
