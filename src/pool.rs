@@ -10,7 +10,7 @@ use crate::buffer::{Buffer, OneOff, OutOfMemory, RawBuf};
 use crate::config::{Builder, Config};
 use crate::error::Error;
 use crate::shared::Shared;
-use crate::size_class::Lookup;
+use crate::size_class::{Lookup, SizeClasses};
 use crate::stats::Stats;
 use crate::region::chunk::SlotHint;
 use crate::thread_cache::{self, with_cache, ThreadCache};
@@ -76,9 +76,19 @@ pub(crate) fn pools_lock() -> &'static Mutex<PoolTable> {
 /// other threads' caches release theirs at their next call or exit.
 pub struct BufferPool {
     shared: Arc<Shared>,
+    /// Copies of `shared.id` and `shared.cfg.classes`, so that a get reads
+    /// them from the handle rather than through the `Arc` (one dependent
+    /// load less on the fast path).
+    id: u64,
+    classes: SizeClasses,
 }
 
 impl BufferPool {
+    fn from_shared(shared: Arc<Shared>) -> BufferPool {
+        let (id, classes) = (shared.id, shared.cfg.classes.clone());
+        BufferPool { shared, id, classes }
+    }
+
     /// A pool configured for this machine (see [`AutoConfig`](crate::AutoConfig)).
     pub fn new() -> BufferPool {
         Builder::new().build().expect("the default configuration is valid")
@@ -108,7 +118,7 @@ impl BufferPool {
         }
         pools.try_insert(id, Arc::downgrade(&shared))?;
         drop(pools);
-        Ok(BufferPool { shared })
+        Ok(BufferPool::from_shared(shared))
     }
 
     /// A buffer of exactly `len` bytes (capacity may be larger).
@@ -130,9 +140,9 @@ impl BufferPool {
     /// value that lives in memory.
     #[inline(always)]
     pub(crate) fn get_fast(&self, len: usize) -> Option<Buffer> {
-        if let Lookup::Pooled(class) = self.shared.cfg.classes.lookup(len) {
-            if let Ok(raw) = self.get_pooled(class, len) {
-                return Some(Buffer::pooled(raw, len, self.shared.id));
+        if let Lookup::Pooled(class) = self.classes.lookup(len) {
+            if let Ok(raw) = get_pooled(&self.shared, self.id, class, len) {
+                return Some(Buffer::pooled(raw, len, self.id));
             }
         }
         None
@@ -143,9 +153,9 @@ impl BufferPool {
     /// `try_get`.
     #[inline(always)]
     pub(crate) fn get_cached(&self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
-        let Lookup::Pooled(class) = self.shared.cfg.classes.lookup(len) else { return None };
+        let Lookup::Pooled(class) = self.classes.lookup(len) else { return None };
         thread_cache::fast(
-            self.shared.id,
+            self.id,
             (),
             #[inline(always)]
             |tc, ()| tc.try_get(class, len).ok_or(()),
@@ -166,11 +176,6 @@ impl BufferPool {
     #[inline(always)]
     pub fn try_get(&self, len: usize) -> Result<Buffer, Error> {
         try_get_in(&self.shared, len)
-    }
-
-    #[inline(always)]
-    fn get_pooled(&self, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
-        get_pooled(&self.shared, class, len)
     }
 
     /// Returns a buffer. Same as dropping it; a buffer of another pool goes
@@ -238,7 +243,7 @@ impl Default for BufferPool {
 impl Clone for BufferPool {
     fn clone(&self) -> Self {
         self.shared.handles.fetch_add(1, Ordering::Relaxed);
-        BufferPool { shared: self.shared.clone() }
+        BufferPool::from_shared(self.shared.clone())
     }
 }
 
@@ -266,7 +271,7 @@ impl std::fmt::Debug for BufferPool {
 fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
     let classes = &shared.cfg.classes;
     match classes.lookup(len) {
-        Lookup::Pooled(class) => match get_pooled(shared, class, len) {
+        Lookup::Pooled(class) => match get_pooled(shared, shared.id, class, len) {
             Ok(raw) => Ok(Buffer::pooled(raw, len, shared.id)),
             Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: classes.capacity(class) }),
         },
@@ -278,9 +283,9 @@ fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
 /// Thread cache, then shards, then the system. The result is one word,
 /// so it comes back in a register.
 #[inline(always)]
-fn get_pooled(shared: &Arc<Shared>, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
+fn get_pooled(shared: &Arc<Shared>, id: u64, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
     match thread_cache::fast(
-        shared.id,
+        id,
         (),
         #[inline(always)]
         |tc, ()| tc.try_get(class, len).ok_or(()),
@@ -354,7 +359,7 @@ impl Local {
     #[inline(always)]
     pub(crate) fn get_cached(&mut self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
         self.sync();
-        let Lookup::Pooled(class) = self.cache.shared().cfg.classes.lookup(len) else { return None };
+        let Lookup::Pooled(class) = self.cache.classes().lookup(len) else { return None };
         self.cache.try_get(class, len)
     }
 
@@ -363,7 +368,7 @@ impl Local {
     pub(crate) fn try_get(&mut self, len: usize) -> Result<Buffer, Error> {
         self.sync();
         let id = self.cache.id();
-        match self.cache.shared().cfg.classes.lookup(len) {
+        match self.cache.classes().lookup(len) {
             Lookup::Pooled(class) => match self.cache.try_get(class, len) {
                 Some((raw, _)) => Ok(Buffer::pooled(raw, len, id)),
                 None => self.get_slow(class, len),

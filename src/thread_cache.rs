@@ -235,6 +235,12 @@ impl ThreadCache {
         &self.shared
     }
 
+    /// The pool's size classes.
+    #[inline(always)]
+    pub(crate) fn classes(&self) -> &SizeClasses {
+        &self.classes
+    }
+
     /// The pool id.
     #[inline(always)]
     pub(crate) fn id(&self) -> u64 {
