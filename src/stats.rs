@@ -45,12 +45,15 @@ pub struct Stats {
 }
 
 /// One thread cache's counters. Only the owning thread writes them, with
-/// plain stores (never a read-modify-write); `stats` reads them. Few words,
-/// because every store is on the fast path: gets = hits + misses, and the
-/// idle buffers and bytes share one word.
+/// plain stores (never a read-modify-write); `stats` reads them. Few
+/// stores, because every store is on the fast path: gets = hits + misses,
+/// the idle buffers and bytes share one word, and hits are not counted but
+/// derived (see [`LocalCounters::hits`]), so a hit stores the idle word only.
 #[derive(Debug, Default)]
 pub(crate) struct LocalCounters {
-    pub(crate) hits: AtomicU64,
+    /// Buffers that entered or left the cache's stacks other than by a
+    /// hit or a put's push, net (a wrapping signed count): `hits`.
+    adjust: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) puts: AtomicU64,
     pub(crate) dirty_gets: AtomicU64,
@@ -102,6 +105,26 @@ impl LocalCounters {
     #[inline(always)]
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.store(counter.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// Records `by` buffers entering (positive) or leaving (negative) the
+    /// stacks other than by a hit (a pop) or the push of a put counted in
+    /// `puts`; a put counted in `puts` that pushed nothing counts -1.
+    /// Owner thread only, slow paths only.
+    pub(crate) fn shift(&self, by: i64) {
+        self.adjust.store(self.adjust.load(Relaxed).wrapping_add(by as u64), Relaxed);
+    }
+
+    /// Gets served from the stacks. Every buffer that entered them came by
+    /// a counted put or a `shift`, and left by a hit, a `shift`, or is
+    /// still there: hits = puts + adjust - idle buffers. (Read while the
+    /// owner works, the three words may be from different moments; the
+    /// result is clamped at zero and exact once the owner is quiet.)
+    pub(crate) fn hits(&self) -> u64 {
+        let puts = self.puts.load(Relaxed) as i64;
+        let adjust = self.adjust.load(Relaxed) as i64;
+        let idle = self.idle().0 as i64;
+        puts.wrapping_add(adjust).wrapping_sub(idle).max(0) as u64
     }
 }
 
@@ -158,7 +181,7 @@ impl CounterRegistry {
     /// one step under the lock so that `snapshot` never counts it twice.
     pub(crate) fn retire(&self, c: &Arc<LocalCounters>, shared: &SharedCounters) {
         let mut live = self.live.lock();
-        let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+        let (hits, misses) = (c.hits(), c.misses.load(Relaxed));
         SharedCounters::bump(&shared.gets, hits + misses);
         SharedCounters::bump(&shared.puts, c.puts.load(Relaxed));
         SharedCounters::bump(&shared.tls_hits, hits);
@@ -186,7 +209,7 @@ impl CounterRegistry {
             dirty_gets: shared.dirty_gets.load(Relaxed),
         };
         for c in live.iter() {
-            let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+            let (hits, misses) = (c.hits(), c.misses.load(Relaxed));
             let (buffers, bytes) = c.idle();
             let (buffers, bytes) = (buffers as u64, bytes as u64);
             s.gets += hits + misses;

@@ -279,8 +279,9 @@ impl ThreadCache {
         let (mut raw, hint) = (entry.buf.take()?, entry.hint);
         self.lens[class] = top as u16;
         let word = self.counters.idle_word();
+        // The idle word is the only store: a hit is counted by it (see
+        // `LocalCounters::hits`).
         self.counters.set_idle_word(word - idle_delta(raw.capacity()));
-        LocalCounters::bump(&self.counters.hits);
         if raw.reuse(len, self.zero_on_get) {
             self.count_dirty();
         }
@@ -325,6 +326,7 @@ impl ThreadCache {
             let mut raw = self.slots[base + n].buf.take().expect("take moved at least one buffer");
             self.lens[class] = n as u16;
             self.counters.set_idle(count + got - 1, idle_bytes + (got - 1) * cap);
+            self.counters.shift(got as i64 - 1);
             self.shared.reuse(&mut raw, len);
             raw
         } else {
@@ -370,6 +372,7 @@ impl ThreadCache {
         self.catch_up();
         if let Err(mut raw) = self.try_put(raw, len, None) {
             LocalCounters::bump(&self.counters.puts);
+            self.counters.shift(-1); // +1 again if `put_slow` pushes it
             raw.retire(len, self.scrub);
             self.put_slow(raw);
         }
@@ -384,6 +387,7 @@ impl ThreadCache {
     /// Counts the return of a one-off (unpooled) buffer.
     pub(crate) fn count_put(&mut self) {
         LocalCounters::bump(&self.counters.puts);
+        self.counters.shift(-1); // nothing pushed
     }
 
     #[cold]
@@ -413,6 +417,7 @@ impl ThreadCache {
         debug_assert!(n < self.depth() && self.slots[class * self.depth() + n].buf.is_none());
         let (count, idle_bytes) = self.counters.idle();
         self.counters.set_idle(count + 1, idle_bytes + raw.capacity());
+        self.counters.shift(1);
         self.slots[class * self.depth() + n] = Entry { buf: Some(raw), hint: None };
         self.lens[class] = n as u16 + 1;
         self.check();
@@ -483,6 +488,7 @@ impl ThreadCache {
         // Published before the shard has them, so `stats` never counts a
         // buffer in both places.
         self.counters.set_idle(count - self.scratch.len(), idle_bytes - bytes);
+        self.counters.shift(-(self.scratch.len() as i64));
         self.check();
         if !self.scratch.is_empty() {
             self.shared.stash(self.home, &mut self.scratch);
@@ -501,6 +507,7 @@ impl ThreadCache {
     /// Releases every buffer cached here (not kept: the pool was trimmed or
     /// closed, or the cache goes away).
     fn release_all(&mut self) {
+        self.counters.shift(-(self.count() as i64));
         self.counters.set_idle(0, 0);
         self.settle(0);
         for class in 0..self.classes.count() {

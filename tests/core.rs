@@ -145,6 +145,48 @@ fn stats_count_gets_puts_hits_and_outstanding() {
     assert_eq!(p.stats().outstanding, 0);
 }
 
+/// The counters stay exact through every way a buffer enters or leaves a
+/// thread cache (hits, refills from a shard, flushes of a full cache,
+/// releases over the budget, trims, unpooled buffers): a cache derives its
+/// hit count from the others, so a missed step would show here as drift.
+#[test]
+fn counters_stay_exact_through_refills_flushes_trims_and_one_offs() {
+    let p = BufferPool::builder()
+        .min_buffer_size(PAGE)
+        .num_shards(1)
+        .tls_cache_size(3)
+        .max_pooled_bytes(12 * PAGE)
+        .zeroing(Zeroing::Never)
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    let (mut gets, mut puts) = (0u64, 0u64);
+    let mut x = 12345u64;
+    let steps = if cfg!(miri) { 300 } else { 20_000 };
+    for step in 0..steps {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let r = (x >> 33) as usize;
+        if r % 2 == 0 || held.is_empty() {
+            // Mostly pooled classes, now and then one above them (unpooled).
+            let len = if r % 97 == 0 { 40 * PAGE } else { PAGE << (r % 3) };
+            held.push(p.get(len));
+            gets += 1;
+        } else {
+            drop(held.swap_remove(r % held.len()));
+            puts += 1;
+        }
+        if step % 997 == 0 {
+            p.trim();
+        }
+        let s = p.stats();
+        assert_eq!((s.gets, s.puts, s.outstanding), (gets, puts, gets - puts), "step {step}: {s:?}");
+        assert!(s.tls_hits <= s.gets && s.shard_hits <= s.gets, "step {step}: {s:?}");
+    }
+    let s = p.stats();
+    assert!(s.tls_hits > 0 && s.shard_hits > 0, "every path was taken: {s:?}");
+    drop(held);
+}
+
 #[test]
 fn two_pools_on_one_thread_keep_their_caches_and_their_buffers() {
     let a = pool(Zeroing::Always);
