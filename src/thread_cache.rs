@@ -7,8 +7,9 @@
 //! published with plain stores.
 //!
 //! The fast path ([`ThreadCache::try_get`], [`ThreadCache::try_put`]) is a
-//! pop or push on a fixed per-class stack and three stores (stack depth,
-//! idle word, counter); anything else (empty or full stack, budget, a trim
+//! pop or push on a fixed per-class stack plus the stack depth and the
+//! idle word (and, for a put, the put counter; hits are derived, see
+//! `LocalCounters::hits`); anything else (empty or full stack, budget, a trim
 //! or close seen) returns to the caller, which takes the full path
 //! ([`with_cache`]). A trim or close is noticed through one global word,
 //! [`EPOCH`], checked once per call for all of a thread's caches.
