@@ -154,13 +154,7 @@ impl BufferPool {
     #[inline(always)]
     pub(crate) fn get_cached(&self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
         let Lookup::Pooled(class) = self.classes.lookup(len) else { return None };
-        thread_cache::fast(
-            self.id,
-            (),
-            #[inline(always)]
-            |tc, ()| tc.try_get(class, len).ok_or(()),
-        )
-        .ok()
+        get_cached(self.id, class, len)
     }
 
     #[cold]
@@ -284,15 +278,23 @@ fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
 /// so it comes back in a register.
 #[inline(always)]
 fn get_pooled(shared: &Arc<Shared>, id: u64, class: usize, len: usize) -> Result<RawBuf, OutOfMemory> {
-    match thread_cache::fast(
+    match get_cached(id, class, len) {
+        Some((raw, _)) => Ok(raw),
+        None => get_pooled_slow(shared, class, len),
+    }
+}
+
+/// A buffer of `class` from this thread's cache for pool `id`, with its
+/// slot's metadata if the cache kept it: the fast path of every get.
+#[inline(always)]
+fn get_cached(id: u64, class: usize, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
+    thread_cache::fast(
         id,
         (),
         #[inline(always)]
         |tc, ()| tc.try_get(class, len).ok_or(()),
-    ) {
-        Ok((raw, _)) => Ok(raw),
-        Err(()) => get_pooled_slow(shared, class, len),
-    }
+    )
+    .ok()
 }
 
 #[cold]

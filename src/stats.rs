@@ -76,16 +76,14 @@ impl LocalCounters {
     #[inline]
     pub(crate) fn set_idle(&self, buffers: usize, bytes: usize) {
         debug_assert!(buffers < 1 << (64 - IDLE_BYTES_BITS) && (bytes as u64) < 1 << IDLE_BYTES_BITS);
-        let word = (buffers as u64) << IDLE_BYTES_BITS | (bytes as u64 & ((1 << IDLE_BYTES_BITS) - 1));
-        self.idle.store(word, Relaxed);
+        self.idle.store((buffers as u64) << IDLE_BYTES_BITS | (bytes as u64 & ((1 << IDLE_BYTES_BITS) - 1)), Relaxed);
     }
 
     /// The idle (buffers, bytes): the cache's own count, which it keeps
     /// here and nowhere else (one store per change).
     #[inline(always)]
     pub(crate) fn idle(&self) -> (usize, usize) {
-        let word = self.idle.load(Relaxed);
-        ((word >> IDLE_BYTES_BITS) as usize, (word & ((1 << IDLE_BYTES_BITS) - 1)) as usize)
+        unpack_idle(self.idle.load(Relaxed))
     }
 
     /// The packed idle word, for the owner's fast path: changed by

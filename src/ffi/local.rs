@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::boundary::{boundary, handle, set_last_error, try_box};
-use super::buffer::{hand_out, hand_out_cached, hint_for, keep, take_back};
+use super::buffer::{hand_out, hand_out_cached, keep, keep_with, take_back};
 use super::pool::zp_pool;
 use super::status::zp_status::{self, *};
 use crate::os::thread_pointer;
@@ -189,13 +189,12 @@ pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_sta
             return ZP_ERR_NULL_POINTER;
         };
         take_back(l.pool, start, #[inline(always)] |guard, slot| match l.mine() {
-            Some(cache) if guard.pool_id() == cache.id() => match guard.into_pooled() {
-                Ok((raw, len)) => {
-                    let hint = hint_for(&slot, raw.capacity());
-                    cache.put_hinted(raw, len, hint)
-                }
-                Err(one_off) => drop(one_off),
-            },
+            Some(cache) if guard.pool_id() == cache.id() => keep_with(
+                guard,
+                slot,
+                #[inline(always)]
+                |_, raw, len, hint| cache.put_hinted(raw, len, hint),
+            ),
             _ => keep(guard, slot), // the ordinary path
         })
     })
