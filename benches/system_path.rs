@@ -55,18 +55,7 @@ fn burst(c: &mut Criterion) {
                 })
             });
         }
-        g.bench_with_input(BenchmarkId::new("malloc", k), &k, |b, &k| {
-            let mut held: Vec<Vec<u8>> = Vec::with_capacity(k);
-            b.iter(|| {
-                for _ in 0..k {
-                    let mut v = Vec::<u8>::with_capacity(LEN);
-                    v.resize(LEN, 0x5A);
-                    held.push(v);
-                }
-                black_box(&held);
-                held.clear();
-            })
-        });
+        g.bench_with_input(BenchmarkId::new("malloc", k), &k, |b, &k| malloc_burst(b, k, LEN));
     }
     g.finish();
 }
@@ -90,19 +79,23 @@ fn cold_start(c: &mut Criterion) {
             drop(pool);
         })
     });
-    g.bench_function(BenchmarkId::new("malloc", N), |b| {
-        let mut held: Vec<Vec<u8>> = Vec::with_capacity(N);
-        b.iter(|| {
-            for _ in 0..N {
-                let mut v = Vec::<u8>::with_capacity(LEN);
-                v.resize(LEN, 0x5A);
-                held.push(v);
-            }
-            black_box(&held);
-            held.clear();
-        })
-    });
+    g.bench_function(BenchmarkId::new("malloc", N), |b| malloc_burst(b, N, LEN));
     g.finish();
+}
+
+/// The baseline of both groups: `k` fresh `Vec`s of `len` bytes, each fully
+/// written, held at once, then freed.
+fn malloc_burst(b: &mut criterion::Bencher, k: usize, len: usize) {
+    let mut held: Vec<Vec<u8>> = Vec::with_capacity(k);
+    b.iter(|| {
+        for _ in 0..k {
+            let mut v = Vec::<u8>::with_capacity(len);
+            v.resize(len, 0x5A);
+            held.push(v);
+        }
+        black_box(&held);
+        held.clear();
+    })
 }
 
 criterion_group! {

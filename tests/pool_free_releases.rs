@@ -28,6 +28,18 @@ fn rss() -> usize {
     line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
 }
 
+/// RSS fell by at least `MUST_DROP` between `before` and `after` (`what`
+/// happened, then T made its next call, on pool B).
+fn assert_released(before: usize, after: usize, what: &str) {
+    assert!(
+        after + MUST_DROP <= before,
+        "T's next call (on pool B) after {what} must release A's {} MiB cached in T: RSS {} MiB -> {} MiB",
+        CACHED * SIZE / MIB,
+        before / MIB,
+        after / MIB
+    );
+}
+
 fn c_pool() -> *mut zp_pool {
     let cfg = zp_config_new();
     assert!(!cfg.is_null());
@@ -100,13 +112,7 @@ fn zp_pool_free_releases_another_threads_cached_buffers_at_its_next_call() {
     to_t.send(Go::CallB).unwrap();
     from_t.recv().unwrap(); // T made its call on B and is still alive
     let after = rss();
-    assert!(
-        after + MUST_DROP <= before,
-        "T's next call (on pool B) after zp_pool_free(A) must release A's {} MiB cached in T: RSS {} MiB -> {} MiB",
-        CACHED * SIZE / MIB,
-        before / MIB,
-        after / MIB
-    );
+    assert_released(before, after, "zp_pool_free(A)");
     to_t.send(Go::Exit).unwrap();
     t.join().unwrap();
     let s = c_stats(b as *const zp_pool);
@@ -152,13 +158,7 @@ fn dropping_the_last_handle_releases_another_threads_cached_buffers_at_its_next_
     to_t.send(Go::CallB).unwrap();
     from_t.recv().unwrap();
     let after = rss();
-    assert!(
-        after + MUST_DROP <= before,
-        "T's next call (on pool B) after A's last handle is dropped must release A's {} MiB cached in T: RSS {} MiB -> {} MiB",
-        CACHED * SIZE / MIB,
-        before / MIB,
-        after / MIB
-    );
+    assert_released(before, after, "A's last handle is dropped");
     to_t.send(Go::Exit).unwrap();
     t.join().unwrap();
     let s = b.stats();

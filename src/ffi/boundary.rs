@@ -1,6 +1,7 @@
 //! The panic boundary, handle casts, and the per-thread last error.
 
 use std::cell::Cell;
+use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::status::zp_status;
@@ -11,6 +12,17 @@ pub(super) fn boundary<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
     // AssertUnwindSafe: after a panic nothing observes the closure's state;
     // the pool's own state stays consistent (see BufferPool's UnwindSafe).
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+/// [`boundary`] for the gets: a panic becomes NULL with ZP_ERR_INTERNAL.
+/// The closure returns one word: a wider result travels through memory in
+/// pieces, which stalls store forwarding on the fast path.
+#[inline(always)]
+pub(super) fn get_boundary(f: impl FnOnce() -> *mut c_void) -> *mut c_void {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        set_last_error(zp_status::ZP_ERR_INTERNAL);
+        std::ptr::null_mut()
+    })
 }
 
 /// Borrows a handle that C passed in.

@@ -10,13 +10,13 @@
 //! and rebuilds the guard.
 
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::boundary::{boundary, handle, last_error, set_last_error};
+use super::boundary::{boundary, get_boundary, handle, last_error, set_last_error};
 use super::pool::{count_rejected, zp_pool};
 use super::status::zp_status::{self, *};
 use crate::buffer::{Buffer, RawBuf};
+use crate::error::Error;
 use crate::region::chunk::{Refused, SlotHint, SlotRef};
 
 /// Bytes of the overflow canary written after a C buffer's length.
@@ -39,9 +39,7 @@ const CANARY_LEN: usize = 8;
 /// cbindgen:postfix=ZP_MALLOC ZP_ALLOC_SIZE(2)
 #[no_mangle]
 pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
-    // The closure returns one word: a wider result travels through memory
-    // in pieces, which stalls store forwarding on the fast path.
-    let got = catch_unwind(AssertUnwindSafe(|| {
+    get_boundary(|| {
         // SAFETY: the header's contract: NULL or a live pool.
         let Some(handle) = (unsafe { handle(pool) }) else {
             set_last_error(ZP_ERR_NULL_POINTER);
@@ -51,17 +49,19 @@ pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
             Some((raw, hint)) => hand_out_cached(raw, size, hint),
             None => get_slow(handle, size),
         }
-    }));
-    got.unwrap_or_else(|_| {
-        set_last_error(ZP_ERR_INTERNAL);
-        ptr::null_mut()
     })
 }
 
 #[cold]
 #[inline(never)]
 fn get_slow(handle: &zp_pool, size: usize) -> *mut c_void {
-    match handle.pool.try_get(size) {
+    hand_out_or_fail(handle.pool.try_get(size))
+}
+
+/// A get's result for C: the buffer handed out, or NULL with the reason
+/// recorded for `zp_last_error`.
+pub(super) fn hand_out_or_fail(got: Result<Buffer, Error>) -> *mut c_void {
+    match got {
         Ok(buf) => hand_out(buf),
         Err(e) => {
             set_last_error(zp_status::from(&e));

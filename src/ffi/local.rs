@@ -14,11 +14,10 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use super::boundary::{boundary, handle, set_last_error, try_box};
-use super::buffer::{hand_out, hand_out_cached, keep, keep_with, take_back};
+use super::boundary::{boundary, get_boundary, handle, set_last_error, try_box};
+use super::buffer::{hand_out_cached, hand_out_or_fail, keep, keep_with, take_back};
 use super::pool::zp_pool;
 use super::status::zp_status::{self, *};
 use crate::os::thread_pointer;
@@ -122,7 +121,7 @@ pub extern "C" fn zp_local_free(local: *mut zp_local) {
 /// cbindgen:postfix=ZP_MALLOC ZP_ALLOC_SIZE(2)
 #[no_mangle]
 pub extern "C" fn zp_local_get(local: *mut zp_local, size: usize) -> *mut c_void {
-    let got = catch_unwind(AssertUnwindSafe(|| {
+    get_boundary(|| {
         // SAFETY: the header's contract: NULL or a live handle.
         let Some(l) = (unsafe { handle(local.cast_const()) }) else {
             set_last_error(ZP_ERR_NULL_POINTER);
@@ -135,17 +134,7 @@ pub extern "C" fn zp_local_get(local: *mut zp_local, size: usize) -> *mut c_void
         if cache.is_closed() {
             return get_slow(l, size);
         }
-        match cache.try_get(size) {
-            Ok(buf) => hand_out(buf),
-            Err(e) => {
-                set_last_error(zp_status::from(&e));
-                ptr::null_mut()
-            }
-        }
-    }));
-    got.unwrap_or_else(|_| {
-        set_last_error(ZP_ERR_INTERNAL);
-        ptr::null_mut()
+        hand_out_or_fail(cache.try_get(size))
     })
 }
 
@@ -158,13 +147,7 @@ fn get_slow(l: &zp_local, size: usize) -> *mut c_void {
         set_last_error(ZP_ERR_INVALID_ARGUMENT);
         return ptr::null_mut();
     }
-    match try_get_shared(shared, size) {
-        Ok(buf) => hand_out(buf),
-        Err(e) => {
-            set_last_error(zp_status::from(&e));
-            ptr::null_mut()
-        }
-    }
+    hand_out_or_fail(try_get_shared(shared, size))
 }
 
 /// Returns a buffer of the handle's pool through the handle: the same
