@@ -190,13 +190,24 @@ impl RawBuf {
     /// [`reuse`](Self::reuse) or release.
     #[inline]
     pub(crate) fn retire(&mut self, len: usize, scrub: bool) {
-        if scrub {
-            self.scrub(len);
-        } else {
+        self.retire_later(len, scrub).finish();
+    }
+
+    /// [`retire`](Self::retire) in two steps: the `Never` mark now, the
+    /// scrub (and ASan poison) when the returned [`Retiring`] is finished
+    /// (see `ThreadCache::try_push` for why). Between the two the buffer
+    /// must stay where only the caller can reach it.
+    #[inline(always)]
+    pub(crate) fn retire_later(&mut self, len: usize, scrub: bool) -> Retiring {
+        if !scrub {
             self.tagged = self.tagged.map_addr(|a| a | DIRTY);
         }
-        #[cfg(zeropool_asan)]
-        os::poison(self.ptr(), self.capacity());
+        Retiring {
+            ptr: self.ptr(),
+            len: if scrub { len.min(self.capacity()) } else { 0 },
+            #[cfg(zeropool_asan)]
+            cap: self.capacity(),
+        }
     }
 
     /// An idle buffer handed out again for `len` bytes: usable again, and
@@ -226,6 +237,38 @@ impl RawBuf {
             return false;
         }
         zero_checked(self.ptr(), len.min(self.capacity()), check)
+    }
+}
+
+/// The second half of a buffer's retirement (see [`RawBuf::retire_later`]):
+/// its first `len` bytes to scrub (0 under `Never`), its capacity to
+/// poison under ASan.
+#[must_use = "a retired buffer must be scrubbed: call finish"]
+pub(crate) struct Retiring {
+    ptr: NonNull<u8>,
+    len: usize,
+    #[cfg(zeropool_asan)]
+    cap: usize,
+}
+
+impl Retiring {
+    /// Whether [`finish`](Self::finish) scrubs (a memset call).
+    #[inline(always)]
+    pub(crate) fn scrubs(&self) -> bool {
+        self.len > 0
+    }
+
+    /// Scrubs (and poisons) the buffer. It must still be the caller's:
+    /// idle in its own cache, not handed out again.
+    #[inline(always)]
+    pub(crate) fn finish(self) {
+        if self.len > 0 {
+            // SAFETY: `len` is clamped to the capacity of the buffer this was
+            // made from, which the caller still holds (method contract).
+            unsafe { os::scrub(self.ptr, self.len) };
+        }
+        #[cfg(zeropool_asan)]
+        os::poison(self.ptr, self.cap);
     }
 }
 

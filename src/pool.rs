@@ -6,14 +6,14 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::buffer::{Buffer, OneOff, OutOfMemory, RawBuf};
+use crate::buffer::{Buffer, OneOff, OutOfMemory, RawBuf, Retiring};
 use crate::config::{Builder, Config};
 use crate::error::Error;
+use crate::region::chunk::SlotHint;
 use crate::shared::Shared;
 use crate::size_class::{Lookup, SizeClasses};
 use crate::stats::Stats;
-use crate::region::chunk::SlotHint;
-use crate::thread_cache::{self, with_cache, ThreadCache};
+use crate::thread_cache::{self, with_cache, Popped, ThreadCache};
 
 /// Open pools by id: how a returned buffer finds its pool without holding
 /// a reference count. Ids are never reused, so a buffer of a dropped pool
@@ -148,13 +148,26 @@ impl BufferPool {
         None
     }
 
-    /// The fast path of a C get: a buffer from this thread's cache, with
-    /// its slot's metadata if the cache kept it; None sends the caller to
-    /// `try_get`.
+    /// The fast path of a C get: a buffer popped from this thread's cache
+    /// (see [`Popped`]); None sends the caller to `try_get`.
     #[inline(always)]
-    pub(crate) fn get_cached(&self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
+    pub(crate) fn pop_cached(&self, len: usize) -> Option<Popped> {
         let Lookup::Pooled(class) = self.classes.lookup(len) else { return None };
-        get_cached(self.id, class, len)
+        thread_cache::fast(
+            self.id,
+            (),
+            #[inline(always)]
+            |tc, ()| tc.try_pop(class).ok_or(()),
+        )
+        .ok()
+    }
+
+    /// Counts a buffer from [`pop_cached`](Self::pop_cached) that was found
+    /// written after it was returned.
+    #[cold]
+    pub(crate) fn count_dirty(&self) {
+        let counted = with_cache(self.id, || None, |tc| tc.count_dirty());
+        debug_assert!(counted.is_some(), "the cache a buffer was just popped from is there");
     }
 
     #[cold]
@@ -357,12 +370,21 @@ impl Local {
         self.cache.catch_up();
     }
 
-    /// As [`BufferPool::get_cached`], from this cache.
+    /// As [`BufferPool::pop_cached`], from this cache: None also when a
+    /// pool changed since the last call (the caller's full path syncs).
     #[inline(always)]
-    pub(crate) fn get_cached(&mut self, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
-        self.sync();
+    pub(crate) fn pop_cached(&mut self, len: usize) -> Option<Popped> {
+        if thread_cache::epoch() != self.epoch {
+            return None;
+        }
         let Lookup::Pooled(class) = self.cache.classes().lookup(len) else { return None };
-        self.cache.try_get(class, len)
+        self.cache.try_pop(class)
+    }
+
+    /// As [`BufferPool::count_dirty`], for this cache.
+    #[cold]
+    pub(crate) fn count_dirty(&self) {
+        self.cache.count_dirty();
     }
 
     /// As [`BufferPool::try_get`], from this cache.
@@ -389,14 +411,21 @@ impl Local {
         }
     }
 
-    /// Takes a pooled buffer of this pool back for `len` bytes, with its
-    /// slot's metadata if the caller looked it up.
+    /// The fast path of a put to this cache (see [`ThreadCache::try_push`]):
+    /// declines also when a pool changed since the last call (then
+    /// [`put`](Self::put) syncs).
     #[inline(always)]
-    pub(crate) fn put_hinted(&mut self, raw: RawBuf, len: usize, hint: Option<SlotHint>) {
-        self.sync();
-        if let Err(raw) = self.cache.try_put(raw, len, hint) {
-            self.cache.put(raw, len);
+    pub(crate) fn try_push(&mut self, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<Retiring, RawBuf> {
+        if thread_cache::epoch() != self.epoch {
+            return Err(raw);
         }
+        self.cache.try_push(raw, len, hint)
+    }
+
+    /// Takes a pooled buffer of this pool back for `len` bytes.
+    pub(crate) fn put(&mut self, raw: RawBuf, len: usize) {
+        self.sync();
+        self.cache.put(raw, len);
     }
 
     /// The pool id.
@@ -422,19 +451,33 @@ pub(crate) fn give_back(pool: u64, raw: RawBuf, len: usize) {
 /// up (the C API's put), so that the next get from the cache needs none.
 #[inline(always)]
 pub(crate) fn give_back_hinted(pool: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) {
-    if let Err(raw) = thread_cache::fast(
+    match push_cached(pool, raw, len, hint) {
+        Ok(retiring) => retiring.finish(),
+        Err(raw) => give_back_slow(pool, raw, len),
+    }
+}
+
+/// The fast path of every put: onto this thread's cache for pool `pool`
+/// (see [`ThreadCache::try_push`]); `Err` sends the caller to
+/// [`give_back_slow`].
+#[inline(always)]
+pub(crate) fn push_cached(
+    pool: u64,
+    raw: RawBuf,
+    len: usize,
+    hint: Option<SlotHint>,
+) -> Result<Retiring, RawBuf> {
+    thread_cache::fast(
         pool,
         raw,
         #[inline(always)]
-        |tc, raw| tc.try_put(raw, len, hint),
-    ) {
-        give_back_slow(pool, raw, len);
-    }
+        |tc, raw| tc.try_push(raw, len, hint),
+    )
 }
 
 #[cold]
 #[inline(never)]
-fn give_back_slow(pool: u64, raw: RawBuf, len: usize) {
+pub(crate) fn give_back_slow(pool: u64, raw: RawBuf, len: usize) {
     let mut slot = Some(raw);
     with_cache(pool, || lookup(pool), |tc| {
         if let Some(raw) = slot.take() {

@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::atomic::{fence, AtomicU64};
 use std::sync::Arc;
 
-use crate::buffer::{OutOfMemory, RawBuf};
+use crate::buffer::{OutOfMemory, RawBuf, Retiring};
 use crate::config::Zeroing;
 use crate::region::chunk::SlotHint;
 use crate::shared::Shared;
@@ -194,6 +194,15 @@ pub(crate) fn detach(id: u64) {
     });
 }
 
+/// A buffer popped from a cache's stack ([`ThreadCache::try_pop`]): its
+/// slot's metadata if the cache kept it, and whether the pool zeroes on
+/// get (then the taker must [`reuse`](RawBuf::reuse) it with `zero`).
+pub(crate) struct Popped {
+    pub(crate) raw: RawBuf,
+    pub(crate) hint: Option<SlotHint>,
+    pub(crate) zero: bool,
+}
+
 impl ThreadCache {
     /// A cache for `shared`, every allocation it will ever need made now
     /// and fallibly (None: out of memory; the caller goes uncached).
@@ -273,20 +282,42 @@ impl ThreadCache {
     /// The fast path of a get: a buffer of `class` for `len` bytes from
     /// this cache's stack, or None (empty: the caller takes [`get`](Self::get)).
     #[inline(always)]
-    pub(crate) fn try_get(&mut self, class: usize, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
+    pub(crate) fn try_get(
+        &mut self,
+        class: usize,
+        len: usize,
+    ) -> Option<(RawBuf, Option<SlotHint>)> {
+        let Popped {
+            mut raw,
+            hint,
+            zero,
+        } = self.try_pop(class)?;
+        if raw.reuse(len, zero) {
+            self.count_dirty();
+        }
+        Some((raw, hint))
+    }
+
+    /// [`try_get`](Self::try_get) without the last step: the buffer popped
+    /// (counted), not yet made ready with [`RawBuf::reuse`]. For a caller
+    /// that zeroes out of line, so that its fast path calls nothing.
+    #[inline(always)]
+    pub(crate) fn try_pop(&mut self, class: usize) -> Option<Popped> {
         let n = *self.lens.get(class)?;
         let top = (n as usize).checked_sub(1)?;
         let entry = self.slots.get_mut(self.at(class, top))?;
-        let (mut raw, hint) = (entry.buf.take()?, entry.hint);
+        let (raw, hint) = (entry.buf.take()?, entry.hint);
         self.lens[class] = top as u16;
         let word = self.counters.idle_word();
         // The idle word is the only store: a hit is counted by it (see
         // `LocalCounters::hits`).
-        self.counters.set_idle_word(word - idle_delta(raw.capacity()));
-        if raw.reuse(len, self.zero_on_get) {
-            self.count_dirty();
-        }
-        Some((raw, hint))
+        self.counters
+            .set_idle_word(word - idle_delta(raw.capacity()));
+        Some(Popped {
+            raw,
+            hint,
+            zero: self.zero_on_get,
+        })
     }
 
     /// A buffer of `class` for `len` bytes: from this cache if it has one,
@@ -345,17 +376,44 @@ impl ThreadCache {
     /// onto its stack, or gives it back (full, over the credit, not a
     /// class of ours: the caller takes [`put`](Self::put)).
     #[inline(always)]
-    pub(crate) fn try_put(&mut self, mut raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<(), RawBuf> {
+    pub(crate) fn try_put(
+        &mut self,
+        raw: RawBuf,
+        len: usize,
+        hint: Option<SlotHint>,
+    ) -> Result<(), RawBuf> {
+        self.try_push(raw, len, hint).map(Retiring::finish)
+    }
+
+    /// [`try_put`](Self::try_put) but for its last step: the buffer is on
+    /// the stack, and the caller must [`finish`](Retiring::finish) the
+    /// returned scrub before it returns. The scrub comes last so that only
+    /// the buffer's address is live across its memset call (measured: the
+    /// values of a push kept across it were spilled to the stack, and the
+    /// `Never` path paid for those spills too); a C put reaches it by a
+    /// tail call. Until then the buffer is on this thread's stack, which
+    /// only this call can reach.
+    #[inline(always)]
+    pub(crate) fn try_push(
+        &mut self,
+        mut raw: RawBuf,
+        len: usize,
+        hint: Option<SlotHint>,
+    ) -> Result<Retiring, RawBuf> {
         let class = self.classes.class_of_log2(raw.log2());
-        let Some(&n) = self.lens.get(class) else { return Err(raw) };
+        let Some(&n) = self.lens.get(class) else {
+            return Err(raw);
+        };
         let cap = raw.capacity();
         let word = self.counters.idle_word();
         let (count, idle_bytes) = unpack_idle(word);
         if count >= self.limit || idle_bytes + cap > self.credit {
             return Err(raw);
         }
-        let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else { return Err(raw) };
-        raw.retire(len, self.scrub);
+        let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else {
+            return Err(raw);
+        };
+        let retiring = raw.retire_later(len, self.scrub);
         // The slot is empty (invariant): no drop of the old value to check for.
         let old = std::mem::replace(slot, Entry { buf: Some(raw), hint });
         debug_assert!(old.buf.is_none());
@@ -363,7 +421,7 @@ impl ThreadCache {
         self.lens[class] = n + 1;
         self.counters.set_idle_word(word + idle_delta(cap));
         LocalCounters::bump(&self.counters.puts);
-        Ok(())
+        Ok(retiring)
     }
 
     /// Takes back a buffer of this pool that was handed out for `len`
@@ -381,7 +439,7 @@ impl ThreadCache {
 
     /// A get found a buffer written after it was returned (and zeroed it).
     #[cold]
-    fn count_dirty(&self) {
+    pub(crate) fn count_dirty(&self) {
         self.counters.dirty_gets.fetch_add(1, Relaxed);
     }
 

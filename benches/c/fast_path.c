@@ -4,7 +4,8 @@
  *    against malloc+free;
  *  - fully written, secret-safe: the default ZP_ZERO_ALWAYS and ZP_ZERO_ON_PUT
  *    against calloc + fill + explicit_bzero + free;
- *  - a thread's 1,000th pool against its first.
+ *  - a thread's 1,000th pool against its first;
+ *  - a lone compare-and-swap, the floor under every zp_put.
  * Built and run by: cargo run --release --example c_fast_path */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include <stdint.h>
@@ -102,6 +103,23 @@ static double bench_calloc_written(size_t size, long iters) {
   return median(t);
 }
 
+/* The floor under any zp_put: API.md's guarantee 4 (one winner when two
+ * threads return a buffer at once) needs one atomic read-modify-write per
+ * put, here a lone compare-and-swap on a private word in a loop. */
+static double bench_cas(long iters) {
+  static uint64_t word;
+  double t[RUNS];
+  for (int r = 0; r < RUNS; r++) {
+    double start = now_ns();
+    for (long i = 0; i < iters; i++) {
+      uint64_t seen = __atomic_load_n(&word, __ATOMIC_RELAXED);
+      __atomic_compare_exchange_n(&word, &seen, seen + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+    }
+    t[r] = (now_ns() - start) / iters;
+  }
+  return median(t);
+}
+
 static zp_pool *pool_with(zp_zeroing zeroing) {
   zp_config *cfg = zp_config_new();
   if (!cfg || zp_config_set_min_buffer_size(cfg, 4096) != ZP_OK || zp_config_set_zeroing(cfg, zeroing) != ZP_OK ||
@@ -129,6 +147,7 @@ int main(int argc, char **argv) {
     printf("%-8zu %10.1f %10.1f %12.1f %7.2fx %7.2fx\n", sizes[i], m, zp, lo, m / zp, m / lo);
   }
   zp_local_free(local);
+  printf("a lone compare-and-swap (the one zp_put must do), ns: %.1f\n", bench_cas(iters));
 
   zp_pool *always = pool_with(ZP_ZERO_ALWAYS), *on_put = pool_with(ZP_ZERO_ON_PUT);
   printf("\nfully written; baseline calloc+fill+explicit_bzero+free; ns per pair\n");

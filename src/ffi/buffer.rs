@@ -15,9 +15,10 @@ use std::ptr::{self, NonNull};
 use super::boundary::{boundary, get_boundary, handle, last_error, set_last_error};
 use super::pool::{count_rejected, zp_pool};
 use super::status::zp_status::{self, *};
-use crate::buffer::{Buffer, RawBuf};
+use crate::buffer::{Buffer, RawBuf, Retiring};
 use crate::error::Error;
 use crate::region::chunk::{Refused, SlotHint, SlotRef};
+use crate::thread_cache::Popped;
 
 /// Bytes of the overflow canary written after a C buffer's length.
 const CANARY_LEN: usize = 8;
@@ -45,17 +46,59 @@ pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
             set_last_error(ZP_ERR_NULL_POINTER);
             return ptr::null_mut();
         };
-        match handle.pool.get_cached(size) {
-            Some((raw, hint)) => hand_out_cached(raw, size, hint),
-            None => get_slow(handle, size),
+        match handle.pool.pop_cached(size) {
+            Some(popped) => hand_out_popped(
+                popped,
+                size,
+                #[inline(always)]
+                || handle.pool.count_dirty(),
+            ),
+            None => get_slow(pool, size),
         }
     })
 }
 
+/// `zp_get` past its thread cache. Out of line and `extern "C"` (it cannot
+/// unwind: its own boundary catches), so `zp_get` reaches it by a tail
+/// jump and its fast path needs no stack frame.
 #[cold]
 #[inline(never)]
-fn get_slow(handle: &zp_pool, size: usize) -> *mut c_void {
-    hand_out_or_fail(handle.pool.try_get(size))
+extern "C" fn get_slow(pool: *mut zp_pool, size: usize) -> *mut c_void {
+    get_boundary(|| {
+        // SAFETY: zp_get's caller's contract: a live pool (checked non-NULL).
+        let Some(handle) = (unsafe { handle(pool) }) else { return ptr::null_mut() };
+        hand_out_or_fail(handle.pool.try_get(size))
+    })
+}
+
+/// Hands a buffer popped from a cache out to C for `len` bytes; `dirty`
+/// counts a buffer found written after its return. Every call here is in
+/// tail position and cannot unwind (`extern "C"` with its own boundary),
+/// so a fast path that ends here needs no stack frame: the zeroing of
+/// `ALWAYS` and a buffer without kept metadata go out of line.
+#[inline(always)]
+pub(super) fn hand_out_popped(popped: Popped, len: usize, dirty: impl FnOnce()) -> *mut c_void {
+    let Popped { mut raw, hint, zero } = popped;
+    if zero {
+        return hand_out_zeroed(raw, len, hint, dirty);
+    }
+    let dirtied = raw.reuse(len, false);
+    debug_assert!(!dirtied, "nothing is checked without zeroing");
+    hand_out_cached(raw, len, hint)
+}
+
+/// [`hand_out_popped`] for a pool that zeroes on get.
+#[inline(never)]
+// Never called from C: `extern "C"` only makes it a call that cannot
+// unwind (see `hand_out_popped`).
+#[allow(improper_ctypes_definitions)]
+extern "C" fn hand_out_zeroed(mut raw: RawBuf, len: usize, hint: Option<SlotHint>, dirty: impl FnOnce()) -> *mut c_void {
+    get_boundary(move || {
+        if raw.reuse(len, true) {
+            dirty();
+        }
+        hand_out_cached(raw, len, hint)
+    })
 }
 
 /// A get's result for C: the buffer handed out, or NULL with the reason
@@ -97,19 +140,24 @@ pub(super) fn hand_out_cached(raw: RawBuf, len: usize, hint: Option<SlotHint>) -
 }
 
 #[inline(never)]
-fn hand_out_found(raw: RawBuf, len: usize) -> *mut c_void {
-    let Some(slot) = SlotRef::find(raw.ptr().as_ptr() as usize) else {
-        // Every buffer is a published slot; the memory goes back.
-        set_last_error(ZP_ERR_INTERNAL);
-        return ptr::null_mut();
-    };
-    match hint_for(&slot, raw.capacity()) {
-        Some(hint) => hand_out_cached(raw, len, Some(hint)),
-        None => {
-            let (start, tag) = raw.into_parts();
-            arm(start.as_ptr(), len, tag, &slot)
+// Never called from C: `extern "C"` only makes it a call that cannot
+// unwind (see `hand_out_popped`).
+#[allow(improper_ctypes_definitions)]
+extern "C" fn hand_out_found(raw: RawBuf, len: usize) -> *mut c_void {
+    get_boundary(move || {
+        let Some(slot) = SlotRef::find(raw.ptr().as_ptr() as usize) else {
+            // Every buffer is a published slot; the memory goes back.
+            set_last_error(ZP_ERR_INTERNAL);
+            return ptr::null_mut();
+        };
+        match hint_for(&slot, raw.capacity()) {
+            Some(hint) => hand_out_cached(raw, len, Some(hint)),
+            None => {
+                let (start, tag) = raw.into_parts();
+                arm(start.as_ptr(), len, tag, &slot)
+            }
         }
-    }
+    })
 }
 
 /// Arms the canary, marks the slot handed out and gives up the guard.
@@ -200,6 +248,14 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
     })
 }
 
+// The put paths below end in tail calls only: every call that is not the
+// last thing a path does would make the whole fast path save registers and
+// build a stack frame (measured: 6 pushes, 6 pops and spills per put). The
+// functions they jump to are out of line and `extern "C"`, never called
+// from C: that makes them calls that cannot unwind (each catches its own
+// panics), so the jump needs no landing pad. Their arguments are scalars,
+// so they travel in registers.
+
 /// A buffer taken back by `zp_put`: to this thread's cache for its pool,
 /// with its slot's metadata, or (no cache) to the pool.
 #[inline(always)]
@@ -207,27 +263,103 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
 // out-of-line `FnOnce` shim (measured on `keep` itself: a call and a round
 // trip of its arguments through memory).
 #[allow(clippy::redundant_closure)]
-pub(super) fn keep(guard: Buffer, slot: SlotRef) {
+pub(super) fn keep(guard: Buffer, slot: SlotRef) -> zp_status {
     keep_with(
         guard,
         slot,
         #[inline(always)]
-        |id, raw, len, hint| crate::pool::give_back_hinted(id, raw, len, hint),
-    );
+        |id, raw, len, hint| match crate::pool::push_cached(id, raw, len, hint) {
+            Ok(retiring) => finish(retiring),
+            Err(raw) => keep_slow(id, raw, len),
+        },
+    )
 }
 
 /// A claimed buffer to `put` as (pool id, memory, requested length, slot
 /// metadata to keep with it); an unpooled one is released.
 #[inline(always)]
-pub(super) fn keep_with(guard: Buffer, slot: SlotRef, put: impl FnOnce(u64, RawBuf, usize, Option<SlotHint>)) {
+pub(super) fn keep_with(
+    guard: Buffer,
+    slot: SlotRef,
+    put: impl FnOnce(u64, RawBuf, usize, Option<SlotHint>) -> zp_status,
+) -> zp_status {
     let id = guard.pool_id();
     match guard.into_pooled() {
         Ok((raw, len)) => {
             let hint = hint_for(&slot, raw.capacity());
-            put(id, raw, len, hint);
+            put(id, raw, len, hint)
         }
-        Err(one_off) => drop(one_off),
+        Err(one_off) => {
+            let (tagged, len, id) = one_off.into_raw_parts();
+            release_one_off(tagged, len, id)
+        }
     }
+}
+
+/// The end of a put that pushed its buffer: the scrub, if the policy has
+/// one, by a tail call.
+#[inline(always)]
+pub(super) fn finish(retiring: Retiring) -> zp_status {
+    if retiring.scrubs() {
+        return scrub_then_ok(retiring);
+    }
+    retiring.finish();
+    ZP_OK
+}
+
+#[inline(never)]
+#[allow(improper_ctypes_definitions)] // not called from C (see above)
+extern "C" fn scrub_then_ok(retiring: Retiring) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, move || {
+        retiring.finish();
+        ZP_OK
+    })
+}
+
+/// A claimed buffer of pool `id` its thread cache declined: the full path.
+#[cold]
+#[inline(never)]
+#[allow(improper_ctypes_definitions)] // not called from C (see above)
+pub(super) extern "C" fn keep_slow(id: u64, raw: RawBuf, len: usize) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, move || {
+        crate::pool::give_back_slow(id, raw, len);
+        ZP_OK
+    })
+}
+
+/// A claimed unpooled buffer, as [`Buffer::into_raw_parts`] gave it.
+#[cold]
+#[inline(never)]
+extern "C" fn release_one_off(tagged: NonNull<u8>, len: usize, id: u64) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, || {
+        // SAFETY: the parts of a guard this put claimed, given up by
+        // `into_raw_parts` just before: this is the only guard.
+        drop(unsafe { Buffer::from_raw_parts(tagged, len, id) });
+        ZP_OK
+    })
+}
+
+/// A put refused with `status`, counted against the pool `pool` names.
+#[cold]
+#[inline(never)]
+extern "C" fn reject(pool: *const zp_pool, status: zp_status) -> zp_status {
+    boundary(status, || {
+        count_rejected(pool);
+        status
+    })
+}
+
+/// A claimed buffer whose canary was overwritten: never reused as it is.
+#[cold]
+#[inline(never)]
+extern "C" fn overflowed(tagged: NonNull<u8>, len: usize, id: u64) -> zp_status {
+    boundary(ZP_ERR_OVERFLOW, || {
+        // SAFETY: as in `release_one_off`: the parts of the slot this put
+        // claimed.
+        unsafe { Buffer::from_raw_parts(tagged, len, id) }.discard();
+        crate::pool::count_rejected(id, true);
+        ZP_ERR_OVERFLOW
+    })
 }
 
 /// Validates a returned buffer for pool handle `pool` and, if it passes,
@@ -236,19 +368,14 @@ pub(super) fn keep_with(guard: Buffer, slot: SlotRef, put: impl FnOnce(u64, RawB
 /// returned `Result`: a 4-word result travels through memory in pieces that
 /// stall store forwarding (measured: +15 ns per put).
 #[inline(always)]
-pub(super) fn take_back(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer, SlotRef)) -> zp_status {
-    let status = validate(pool, start, keep);
-    if status != ZP_OK && status != ZP_ERR_OVERFLOW {
-        count_rejected(pool);
-    }
-    status
-}
-
-#[inline(always)]
-fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer, SlotRef)) -> zp_status {
+pub(super) fn take_back(
+    pool: *const zp_pool,
+    start: NonNull<u8>,
+    keep: impl FnOnce(Buffer, SlotRef) -> zp_status,
+) -> zp_status {
     let addr = start.as_ptr() as usize;
     let Some(slot) = SlotRef::find(addr) else {
-        return ZP_ERR_FOREIGN_BUFFER;
+        return reject(pool, ZP_ERR_FOREIGN_BUFFER);
     };
     // The state first (a returned buffer is a double put whichever pool is
     // named), then the owner, then the claim itself.
@@ -258,14 +385,14 @@ fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer, 
     };
     let word = match slot.out_word() {
         Ok(word) => word,
-        Err(r) => return refused(r),
+        Err(r) => return reject(pool, refused(r)),
     };
     if slot.owner() != pool as usize {
-        return ZP_ERR_WRONG_POOL;
+        return reject(pool, ZP_ERR_WRONG_POOL);
     }
     let word = match slot.claim_from(word) {
         Ok(word) => word,
-        Err(r) => return refused(r),
+        Err(r) => return reject(pool, refused(r)),
     };
     // From here on this call alone holds the buffer (the claim's winner).
     let len = word.len();
@@ -275,19 +402,16 @@ fn validate(pool: *const zp_pool, start: NonNull<u8>, keep: impl FnOnce(Buffer, 
     let canary_at = unsafe { start.add(len) };
     // SAFETY: as above.
     let intact = !fits || unsafe { canary_at.cast::<u64>().read_unaligned() } == slot.canary();
-    // SAFETY: the claim moved the slot from OUT to IDLE, so no other guard
-    // for it exists; tag and length are those zp_get recorded.
-    let guard = unsafe { Buffer::from_raw_parts(start.map_addr(|a| a | word.tag()), len, slot.pool_id()) };
+    let tagged = start.map_addr(|a| a | word.tag());
     if !intact {
-        let id = slot.pool_id();
-        guard.discard();
-        crate::pool::count_rejected(id, true);
-        return ZP_ERR_OVERFLOW;
+        return overflowed(tagged, len, slot.pool_id());
     }
     if fits {
         // SAFETY: as above; the idle buffer is all zero again.
         unsafe { canary_at.cast::<u64>().write_unaligned(0) };
     }
-    keep(guard, slot);
-    ZP_OK
+    // SAFETY: the claim moved the slot from OUT to IDLE, so no other guard
+    // for it exists; tag and length are those zp_get recorded.
+    let guard = unsafe { Buffer::from_raw_parts(tagged, len, slot.pool_id()) };
+    keep(guard, slot)
 }

@@ -17,9 +17,12 @@ use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 
 use super::boundary::{boundary, get_boundary, handle, set_last_error, try_box};
-use super::buffer::{hand_out_cached, hand_out_or_fail, keep, keep_with, take_back};
+use super::buffer::{
+    finish, hand_out_or_fail, hand_out_popped, keep, keep_slow, keep_with, take_back,
+};
 use super::pool::zp_pool;
 use super::status::zp_status::{self, *};
+use crate::buffer::RawBuf;
 use crate::os::thread_pointer;
 use crate::pool::{try_get_shared, Local};
 
@@ -75,8 +78,13 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
             set_last_error(ZP_ERR_NULL_POINTER);
             return ptr::null_mut();
         };
-        let made = Local::try_new(&handle.pool)
-            .and_then(|cache| try_box(zp_local { owner: thread_pointer(), pool, local: UnsafeCell::new(cache) }));
+        let made = Local::try_new(&handle.pool).and_then(|cache| {
+            try_box(zp_local {
+                owner: thread_pointer(),
+                pool,
+                local: UnsafeCell::new(cache),
+            })
+        });
         match made {
             Some(b) => Box::into_raw(b),
             None => {
@@ -127,27 +135,46 @@ pub extern "C" fn zp_local_get(local: *mut zp_local, size: usize) -> *mut c_void
             set_last_error(ZP_ERR_NULL_POINTER);
             return ptr::null_mut();
         };
-        let Some(cache) = l.mine() else { return get_slow(l, size) };
-        if let Some((raw, hint)) = cache.get_cached(size) {
-            return hand_out_cached(raw, size, hint);
+        match l.mine().and_then(|cache| cache.pop_cached(size)) {
+            Some(popped) => hand_out_popped(
+                popped,
+                size,
+                #[inline(always)]
+                || {
+                    if let Some(cache) = l.mine() {
+                        cache.count_dirty();
+                    }
+                },
+            ),
+            None => get_slow(local, size),
         }
-        if cache.is_closed() {
-            return get_slow(l, size);
-        }
-        hand_out_or_fail(cache.try_get(size))
     })
 }
 
-/// Another thread's get, or any get once the pool is freed.
+/// `zp_local_get` past the handle's stacks: a miss, a pool changed, another
+/// thread's get, or any get once the pool is freed. Out of line and
+/// `extern "C"` (it cannot unwind: its own boundary catches), so
+/// `zp_local_get` reaches it by a tail jump and its fast path needs no
+/// stack frame.
 #[cold]
 #[inline(never)]
-fn get_slow(l: &zp_local, size: usize) -> *mut c_void {
-    let shared = l.any().shared();
-    if shared.is_closed() {
-        set_last_error(ZP_ERR_INVALID_ARGUMENT);
-        return ptr::null_mut();
-    }
-    hand_out_or_fail(try_get_shared(shared, size))
+extern "C" fn get_slow(local: *mut zp_local, size: usize) -> *mut c_void {
+    get_boundary(|| {
+        // SAFETY: zp_local_get's caller's contract: a live handle (checked
+        // non-NULL).
+        let Some(l) = (unsafe { handle(local.cast_const()) }) else { return ptr::null_mut() };
+        if let Some(cache) = l.mine() {
+            if !cache.is_closed() {
+                return hand_out_or_fail(cache.try_get(size));
+            }
+        }
+        let shared = l.any().shared();
+        if shared.is_closed() {
+            set_last_error(ZP_ERR_INVALID_ARGUMENT);
+            return ptr::null_mut();
+        }
+        hand_out_or_fail(try_get_shared(shared, size))
+    })
 }
 
 /// Returns a buffer of the handle's pool through the handle: the same
@@ -171,14 +198,41 @@ pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_sta
         let Some(start) = NonNull::new(buf.cast::<u8>()) else {
             return ZP_ERR_NULL_POINTER;
         };
-        take_back(l.pool, start, #[inline(always)] |guard, slot| match l.mine() {
-            Some(cache) if guard.pool_id() == cache.id() => keep_with(
-                guard,
-                slot,
-                #[inline(always)]
-                |_, raw, len, hint| cache.put_hinted(raw, len, hint),
-            ),
-            _ => keep(guard, slot), // the ordinary path
-        })
+        take_back(
+            l.pool,
+            start,
+            #[inline(always)]
+            |guard, slot| match l.mine() {
+                Some(cache) if guard.pool_id() == cache.id() => keep_with(
+                    guard,
+                    slot,
+                    #[inline(always)]
+                    |id, raw, len, hint| match cache.try_push(raw, len, hint) {
+                        Ok(retiring) => finish(retiring),
+                        Err(raw) => put_slow(local, id, raw, len),
+                    },
+                ),
+                _ => keep(guard, slot), // the ordinary path
+            },
+        )
+    })
+}
+
+/// A claimed buffer of pool `id` the handle's stacks declined: the handle's
+/// full path. Out of line and `extern "C"`, as `keep_slow` (see there).
+#[cold]
+#[inline(never)]
+#[allow(improper_ctypes_definitions)] // not called from C
+extern "C" fn put_slow(local: *mut zp_local, id: u64, raw: RawBuf, len: usize) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, move || {
+        // SAFETY: zp_local_put's caller's contract: a live handle (checked
+        // non-NULL).
+        match unsafe { handle(local.cast_const()) }.and_then(zp_local::mine) {
+            Some(cache) => {
+                cache.put(raw, len);
+                ZP_OK
+            }
+            None => keep_slow(id, raw, len),
+        }
     })
 }
