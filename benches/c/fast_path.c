@@ -6,7 +6,9 @@
  *    against calloc + fill + explicit_bzero + free;
  *  - a thread's 1,000th pool against its first;
  *  - a lone compare-and-swap, the floor under every zp_put.
- * Built and run by: cargo run --release --example c_fast_path */
+ * Built and run by: cargo run --release --example c_fast_path, which passes
+ * --records (one line per measurement, for the example to turn into the
+ * README's tables) after the iteration count. */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include <stdint.h>
 #include <stdio.h>
@@ -133,31 +135,42 @@ static zp_pool *pool_with(zp_zeroing zeroing) {
 
 int main(int argc, char **argv) {
   long iters = argc > 1 ? atol(argv[1]) : 2000000;
+  int records = argc > 2 && strcmp(argv[2], "--records") == 0;
   size_t sizes[] = {4096, 65536, 1 << 20};
 
   zp_pool *never = pool_with(ZP_ZERO_NEVER);
   zp_local *local = zp_local_new(never);
   if (!local) return 1;
-  printf("untouched (ZP_ZERO_NEVER), ns per pair; speedup = malloc time / ours\n");
-  printf("%-8s %10s %10s %12s %8s %8s\n", "size", "malloc", "zp_get", "zp_local", "zp_get", "zp_local");
+  if (!records) {
+    printf("untouched (ZP_ZERO_NEVER), ns per pair; speedup = malloc time / ours\n");
+    printf("%-8s %10s %10s %12s %8s %8s\n", "size", "malloc", "zp_get", "zp_local", "zp_get", "zp_local");
+  }
   for (int i = 0; i < 3; i++) {
     double m = bench_malloc(sizes[i], iters);
     double zp = bench_pool(never, sizes[i], iters, UNTOUCHED);
     double lo = bench_local(local, sizes[i], iters, UNTOUCHED);
-    printf("%-8zu %10.1f %10.1f %12.1f %7.2fx %7.2fx\n", sizes[i], m, zp, lo, m / zp, m / lo);
+    if (records)
+      printf("untouched %zu %.2f %.2f %.2f\n", sizes[i], m, zp, lo);
+    else
+      printf("%-8zu %10.1f %10.1f %12.1f %7.2fx %7.2fx\n", sizes[i], m, zp, lo, m / zp, m / lo);
   }
   zp_local_free(local);
-  printf("a lone compare-and-swap (the one zp_put must do), ns: %.1f\n", bench_cas(iters));
+  printf(records ? "cas %.2f\n" : "a lone compare-and-swap (the one zp_put must do), ns: %.1f\n", bench_cas(iters));
 
   zp_pool *always = pool_with(ZP_ZERO_ALWAYS), *on_put = pool_with(ZP_ZERO_ON_PUT);
-  printf("\nfully written; baseline calloc+fill+explicit_bzero+free; ns per pair\n");
-  printf("%-8s %12s %10s %10s %8s %8s\n", "size", "calloc..", "ALWAYS", "ON_PUT", "ALWAYS", "ON_PUT");
+  if (!records) {
+    printf("\nfully written; baseline calloc+fill+explicit_bzero+free; ns per pair\n");
+    printf("%-8s %12s %10s %10s %8s %8s\n", "size", "calloc..", "ALWAYS", "ON_PUT", "ALWAYS", "ON_PUT");
+  }
   for (int i = 0; i < 3; i++) {
     long n = sizes[i] >= (1 << 20) ? iters / 100 : sizes[i] >= 65536 ? iters / 10 : iters;
     double c = bench_calloc_written(sizes[i], n);
     double a = bench_pool(always, sizes[i], n, WRITTEN);
     double o = bench_pool(on_put, sizes[i], n, WRITTEN);
-    printf("%-8zu %12.1f %10.1f %10.1f %7.2fx %7.2fx\n", sizes[i], c, a, o, c / a, c / o);
+    if (records)
+      printf("written %zu %.2f %.2f %.2f\n", sizes[i], c, a, o);
+    else
+      printf("%-8zu %12.1f %10.1f %10.1f %7.2fx %7.2fx\n", sizes[i], c, a, o, c / a, c / o);
   }
 
   /* A thread's 1,000th pool costs what its first does. */
@@ -170,7 +183,10 @@ int main(int argc, char **argv) {
   }
   double first = bench_pool(pools[0], 4096, iters, UNTOUCHED);
   double last = bench_pool(pools[N - 1], 4096, iters, UNTOUCHED);
-  printf("\n4096 B, ZP_ZERO_NEVER: first pool %.1f ns, 1000th pool %.1f ns (%.2fx)\n", first, last, last / first);
+  if (records)
+    printf("pools %.2f %.2f\n", first, last);
+  else
+    printf("\n4096 B, ZP_ZERO_NEVER: first pool %.1f ns, 1000th pool %.1f ns (%.2fx)\n", first, last, last / first);
   for (int i = 0; i < N; i++) zp_pool_free(pools[i]);
 
   zp_pool_free(never);
