@@ -233,6 +233,40 @@ static void dirty_gets_counted(void) {
   zp_pool_free(pool);
 }
 
+/* More buffers out at once than a handle's stacks hold, under both
+ * scrubbing policies: the puts past the stacks take the handle's full
+ * path (its cache flushed to the shards), and every buffer got again is
+ * zero, under ZP_ZERO_ON_PUT too (which trusts the scrub at put), and
+ * ZP_ZERO_ALWAYS finds nothing to heal. */
+static void many_outstanding(void) {
+  enum { N = 64 };
+  zp_zeroing policies[] = {ZP_ZERO_ON_PUT, ZP_ZERO_ALWAYS};
+  for (int k = 0; k < 2; k++) {
+    zp_config *cfg = zp_config_new();
+    CHECK_STATUS(zp_config_set_min_buffer_size(cfg, 4096), ZP_OK);
+    CHECK_STATUS(zp_config_set_zeroing(cfg, policies[k]), ZP_OK);
+    zp_pool *pool = NULL;
+    CHECK_STATUS(zp_pool_new_with_config(cfg, &pool), ZP_OK);
+    zp_config_free(cfg);
+    zp_local *l = zp_local_new(pool);
+    CHECK(l != NULL);
+    unsigned char *bufs[N];
+    for (int round = 0; round < 3; round++) {
+      for (int i = 0; i < N; i++) {
+        bufs[i] = zp_local_get(l, 3000);
+        CHECK(bufs[i] != NULL && all_zero(bufs[i], 3000));
+        memset(bufs[i], 0xCD, 3000);
+      }
+      for (int i = 0; i < N; i++) CHECK_STATUS(zp_local_put(l, bufs[i]), ZP_OK);
+    }
+    zp_stats s;
+    CHECK_STATUS(zp_pool_stats(pool, &s), ZP_OK);
+    CHECK(s.outstanding == 0 && s.dirty_gets == 0 && s.rejected_puts == 0);
+    zp_local_free(l);
+    zp_pool_free(pool);
+  }
+}
+
 int main(void) {
   basics();
   around_pool_free();
@@ -240,5 +274,6 @@ int main(void) {
   trim_reaches_handles();
   thousand_pools();
   dirty_gets_counted();
+  many_outstanding();
   return finish("local");
 }
