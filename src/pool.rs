@@ -353,6 +353,13 @@ impl Local {
         self.cache.shared().is_closed()
     }
 
+    /// Whether no pool changed since this cache last synced: its fast
+    /// paths decline otherwise, and the full paths [`sync`](Self::sync).
+    #[inline(always)]
+    fn synced(&self) -> bool {
+        thread_cache::epoch() == self.epoch
+    }
+
     /// Catches up with trims and closes (one shared load when none came).
     #[inline(always)]
     fn sync(&mut self) {
@@ -374,7 +381,7 @@ impl Local {
     /// pool changed since the last call (the caller's full path syncs).
     #[inline(always)]
     pub(crate) fn pop_cached(&mut self, len: usize) -> Option<Popped> {
-        if thread_cache::epoch() != self.epoch {
+        if !self.synced() {
             return None;
         }
         let Lookup::Pooled(class) = self.cache.classes().lookup(len) else { return None };
@@ -416,7 +423,7 @@ impl Local {
     /// [`put`](Self::put) syncs).
     #[inline(always)]
     pub(crate) fn try_push(&mut self, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<Retiring, RawBuf> {
-        if thread_cache::epoch() != self.epoch {
+        if !self.synced() {
             return Err(raw);
         }
         self.cache.try_push(raw, len, hint)
