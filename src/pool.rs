@@ -152,7 +152,8 @@ impl BufferPool {
     /// (see [`Popped`]); None sends the caller to `try_get`.
     #[inline(always)]
     pub(crate) fn pop_cached(&self, len: usize) -> Option<Popped> {
-        let Lookup::Pooled(class) = self.classes.lookup(len) else { return None };
+        // Not pooled: a class past the last, whose stack is empty.
+        let class = self.classes.fast_class(len);
         thread_cache::fast(
             self.id,
             (),
@@ -384,8 +385,8 @@ impl Local {
         if !self.synced() {
             return None;
         }
-        let Lookup::Pooled(class) = self.cache.classes().lookup(len) else { return None };
-        self.cache.try_pop(class)
+        // Not pooled: a class past the last, whose stack is empty.
+        self.cache.try_pop(self.cache.classes().fast_class(len))
     }
 
     /// As [`BufferPool::count_dirty`], for this cache.

@@ -10,6 +10,8 @@
 //! bigger buffer could never be kept, so it is served unpooled (allocated
 //! for the request, in whole pages, and released on return).
 
+use std::num::NonZeroUsize;
+
 /// No buffer is larger: 256 TiB less 64 KiB (a user address space is at
 /// most 2^48 bytes on x86-64 and aarch64 with 4-level tables).
 pub(crate) const MAX_BUFFER_SIZE: usize = (1 << 48) - (1 << 16);
@@ -32,6 +34,10 @@ pub(crate) enum Lookup {
 #[derive(Debug, Clone)]
 pub(crate) struct SizeClasses {
     base_log2: u32,
+    /// `base - 1`: a request rounds up to at least `base` (see [`Self::fast_class`]).
+    below_base: NonZeroUsize,
+    /// `base_log2 - 1`.
+    fast_shift: u32,
     count: usize,
     page: usize,
     max_buffer: usize,
@@ -56,7 +62,9 @@ impl SizeClasses {
             }
             count += 1;
         }
-        SizeClasses { base_log2, count, page, max_buffer }
+        // `base` is at least a page: both are non-zero.
+        let below_base = NonZeroUsize::new(base - 1).unwrap_or(NonZeroUsize::MIN);
+        SizeClasses { base_log2, below_base, fast_shift: base_log2.saturating_sub(1), count, page, max_buffer }
     }
 
     /// Number of pooled classes (0 when the budget is below one base buffer).
@@ -81,6 +89,24 @@ impl SizeClasses {
     /// The smallest capacity any pooled buffer gets.
     pub(crate) fn base(&self) -> usize {
         1 << self.base_log2
+    }
+
+    /// The fast paths' [`lookup`](Self::lookup): the class of a request of
+    /// `len` bytes if it is pooled; for anything else (0 bytes, or more than
+    /// the largest class) an index `>= count()`, and the caller takes the
+    /// full path. No branch: `ceil(log2(len))` is one past the top bit of
+    /// `len - 1`, and or-ing in `base - 1` makes everything up to `base`
+    /// class 0 (`len == 0` wraps to a class past the last).
+    #[inline(always)]
+    pub(crate) fn fast_class(&self, len: usize) -> usize {
+        // Never zero (`below_base` is not), so `ilog2` is one instruction.
+        let top = (len.wrapping_sub(1) | self.below_base.get()).ilog2();
+        let class = top.wrapping_sub(self.fast_shift) as usize;
+        debug_assert!(match self.lookup(len) {
+            Lookup::Pooled(k) => k == class || (len == 0 && class >= self.count),
+            _ => class >= self.count,
+        });
+        class
     }
 
     /// Classifies a request of `len` bytes. Never panics, whatever `len`.
@@ -173,6 +199,24 @@ mod tests {
         assert_eq!(c.lookup(isize::MAX as usize), Lookup::TooLarge);
         assert_eq!(c.lookup(1 << 48), Lookup::TooLarge);
         assert!(matches!(c.lookup(1 << 40), Lookup::Unpooled(_)));
+    }
+
+    #[test]
+    fn fast_class_agrees_with_lookup() {
+        for c in [SizeClasses::new(PAGE, 1 << 30, PAGE), SizeClasses::new(3 * PAGE, 64 * MIB, PAGE), SizeClasses::new(MIB, 0, PAGE)] {
+            let mut lens = vec![0, 1, usize::MAX, usize::MAX - 5, 1 << 48, MAX_BUFFER_SIZE];
+            for shift in 0..50 {
+                lens.extend([(1usize << shift) - 1, 1 << shift, (1 << shift) + 1]);
+            }
+            for len in lens {
+                let fast = c.fast_class(len);
+                match c.lookup(len) {
+                    Lookup::Pooled(k) if len > 0 => assert_eq!(fast, k, "len {len}"),
+                    // 0 bytes is pooled, but the fast paths leave it to the full path.
+                    _ => assert!(fast >= c.count(), "len {len}: class {fast}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! Invariants of a cache:
 //! - Class `c`'s stack is `slots[c * depth..][..lens[c]]`, oldest first;
 //!   every other slot is `None`. `depth >= limit + 1`, a power of two.
+//!   `lens[c] == 0` past the pool's classes.
 //! - The published idle word (`counters`) is the number and capacity sum of
 //!   the stacked buffers: the cache keeps no other copy. Buffers `<= limit`
 //!   (+1 transiently inside a call).
@@ -301,9 +302,11 @@ impl ThreadCache {
     /// [`try_get`](Self::try_get) without the last step: the buffer popped
     /// (counted), not yet made ready with [`RawBuf::reuse`]. For a caller
     /// that zeroes out of line, so that its fast path calls nothing.
+    /// `class` may be any index: past the pool's classes the stack is empty.
     #[inline(always)]
     pub(crate) fn try_pop(&mut self, class: usize) -> Option<Popped> {
         let n = *self.lens.get(class)?;
+        debug_assert!(class < self.classes.count() || n == 0);
         let top = (n as usize).checked_sub(1)?;
         let entry = self.slots.get_mut(self.at(class, top))?;
         let (raw, hint) = (entry.buf.take()?, entry.hint);
