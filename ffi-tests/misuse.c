@@ -78,7 +78,13 @@ static void foreign_pointers(zp_pool *pool) {
                   (void *)0x1000,  /* unmapped */
                   (void *)0x10,
                   (void *)(uintptr_t)0x7ffffffff000ull,
-                  (void *)(uintptr_t)0xfffffffffffff000ull};
+                  (void *)(uintptr_t)0xfffffffffffff000ull,
+                  /* The real buffer's address with bits above 2^48 set: the
+                     slot lookup ignores those bits, so these find the real
+                     buffer's chunk, and must still be refused. */
+                  (void *)((uintptr_t)real | (1ull << 48)),
+                  (void *)((uintptr_t)real | (1ull << 63)),
+                  (void *)((uintptr_t)real + (0x5aull << 52))};
   uint64_t before = rejected(pool);
   for (size_t i = 0; i < sizeof wild / sizeof wild[0]; i++)
     CHECK_STATUS(zp_put(pool, wild[i]), ZP_ERR_FOREIGN_BUFFER);

@@ -401,14 +401,17 @@ impl Buffer {
         self.pool
     }
 
-    /// A pooled buffer's memory and length, the guard given up; an
-    /// unpooled buffer comes back as it was.
-    pub(crate) fn into_pooled(self) -> Result<(RawBuf, usize), Buffer> {
+    /// A pooled buffer's memory and length, the guard given up, to
+    /// `pooled`; an unpooled buffer, as it was, to `one_off`. (Two closures,
+    /// not a `Result`: a fast path then branches once on the tag instead of
+    /// building and matching a three-word value.)
+    #[inline(always)]
+    pub(crate) fn into_pooled<R>(self, pooled: impl FnOnce(RawBuf, usize) -> R, one_off: impl FnOnce(Buffer) -> R) -> R {
         if tag_of(self.tagged) & LOG2_MASK == 0 {
-            return Err(self);
+            return one_off(self);
         }
         let (tagged, len, _) = self.into_raw_parts();
-        Ok((RawBuf { tagged }, len))
+        pooled(RawBuf { tagged }, len)
     }
 
     /// The tag bits of the address (class, PINNED, DIRTY).

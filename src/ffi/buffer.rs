@@ -133,7 +133,8 @@ pub(super) fn hand_out_cached(raw: RawBuf, len: usize, hint: Option<SlotHint>) -
     debug_assert!(SlotRef::find(raw.ptr().as_ptr() as usize).is_some_and(|s| s.hint().same(hint)));
     let (start, tag) = raw.into_parts();
     // SAFETY: a hint is kept only for slots with room for the canary after
-    // the whole capacity (`hint_for`), and len <= capacity; the slot is ours.
+    // the whole capacity (`hint_for`, or a C pool's slot: `keep_with`), and
+    // len <= capacity; the slot is ours.
     unsafe { start.as_ptr().add(len).cast::<u64>().write_unaligned(hint.canary()) };
     hint.hand_out(len, tag);
     start.as_ptr().cast()
@@ -284,16 +285,21 @@ pub(super) fn keep_with(
     put: impl FnOnce(u64, RawBuf, usize, Option<SlotHint>) -> zp_status,
 ) -> zp_status {
     let id = guard.pool_id();
-    match guard.into_pooled() {
-        Ok((raw, len)) => {
-            let hint = hint_for(&slot, raw.capacity());
-            put(id, raw, len, hint)
-        }
-        Err(one_off) => {
+    guard.into_pooled(
+        #[inline(always)]
+        |raw, len| {
+            // No check needed (`hint_for`'s): the slot is a C pool's, vetted
+            // by `take_back`, and every C pool's slots have a tail page
+            // (`zp_pool_new` builds with `with_canary`).
+            debug_assert!(hint_for(&slot, raw.capacity()).is_some());
+            put(id, raw, len, Some(slot.hint()))
+        },
+        #[inline(always)]
+        |one_off| {
             let (tagged, len, id) = one_off.into_raw_parts();
             release_one_off(tagged, len, id)
-        }
-    }
+        },
+    )
 }
 
 /// The end of a put that pushed its buffer: the scrub, if the policy has
@@ -313,6 +319,17 @@ extern "C" fn scrub_then_ok(retiring: Retiring) -> zp_status {
     boundary(ZP_ERR_INTERNAL, move || {
         retiring.finish();
         ZP_OK
+    })
+}
+
+/// [`keep`]'s second half out of line, for a put that found its buffer is
+/// not for the cache at hand (`zp_local_put` from another thread).
+#[inline(never)]
+#[allow(improper_ctypes_definitions)] // not called from C (see above)
+pub(super) extern "C" fn keep_elsewhere(id: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> zp_status {
+    boundary(ZP_ERR_INTERNAL, move || match crate::pool::push_cached(id, raw, len, hint) {
+        Ok(retiring) => finish(retiring),
+        Err(raw) => keep_slow(id, raw, len),
     })
 }
 
@@ -402,7 +419,12 @@ pub(super) fn take_back(
     let canary_at = unsafe { start.add(len) };
     // SAFETY: as above.
     let intact = !fits || unsafe { canary_at.cast::<u64>().read_unaligned() } == slot.canary();
-    let tagged = start.map_addr(|a| a | word.tag());
+    // Slots start on a page, so the tag bits are clear: an add is an or
+    // (and one instruction where the compiler, not knowing that, makes an
+    // or take four).
+    debug_assert_eq!(addr & crate::buffer::TAG_MASK, 0);
+    // SAFETY: the tag is below a page, and the slot is at least a page.
+    let tagged = unsafe { start.add(word.tag()) };
     if !intact {
         return overflowed(tagged, len, slot.pool_id());
     }

@@ -18,7 +18,7 @@ use std::ptr::{self, NonNull};
 
 use super::boundary::{boundary, get_boundary, handle, set_last_error, try_box};
 use super::buffer::{
-    finish, hand_out_or_fail, hand_out_popped, keep, keep_slow, keep_with, take_back,
+    finish, hand_out_or_fail, hand_out_popped, keep_elsewhere, keep_slow, keep_with, take_back,
 };
 use super::pool::zp_pool;
 use super::status::zp_status::{self, *};
@@ -202,17 +202,20 @@ pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_sta
             l.pool,
             start,
             #[inline(always)]
-            |guard, slot| match l.mine() {
-                Some(cache) if guard.pool_id() == cache.id() => keep_with(
+            |guard, slot| {
+                keep_with(
                     guard,
                     slot,
                     #[inline(always)]
-                    |id, raw, len, hint| match cache.try_push(raw, len, hint) {
-                        Ok(retiring) => finish(retiring),
-                        Err(raw) => put_slow(local, id, raw, len),
+                    |id, raw, len, hint| match l.mine() {
+                        Some(cache) if id == cache.id() => match cache.try_push(raw, len, hint) {
+                            Ok(retiring) => finish(retiring),
+                            Err(raw) => put_slow(local, id, raw, len),
+                        },
+                        // Another thread: the ordinary path, out of line.
+                        _ => keep_elsewhere(id, raw, len, hint),
                     },
-                ),
-                _ => keep(guard, slot), // the ordinary path
+                )
             },
         )
     })

@@ -54,6 +54,14 @@ impl SlotWord {
         ((self.0 >> Self::TAG_SHIFT) & Self::TAG_MASK) as usize
     }
 
+    /// An OUT word made IDLE: one add (the state's two bits go 01 → 10).
+    fn returned(self) -> SlotWord {
+        debug_assert_eq!(self.state(), Self::OUT);
+        let idle = SlotWord(self.0 + ((Self::IDLE - Self::OUT) << Self::STATE_SHIFT));
+        debug_assert_eq!(idle.0, self.with_state(Self::IDLE).0);
+        idle
+    }
+
     fn with_state(self, state: u64) -> SlotWord {
         SlotWord(self.0 & !(3 << Self::STATE_SHIFT) | state << Self::STATE_SHIFT)
     }
@@ -228,6 +236,8 @@ impl SlotRef {
     /// pointers. Never dereferences `addr`.
     #[inline(always)]
     pub(crate) fn find(addr: usize) -> Option<SlotRef> {
+        // Aliases an address past 2^48 to a chunk: the span check below
+        // refuses it (`base + span <= 2^48 <= addr`).
         let meta = radix::find(addr)?;
         // SAFETY: published metadata is never unmapped.
         let h = unsafe { meta.as_ref() };
@@ -307,7 +317,7 @@ impl SlotRef {
     #[inline(always)]
     pub(crate) fn claim_from(&self, word: SlotWord) -> Result<SlotWord, Refused> {
         let slot = self.slot();
-        let idle = word.with_state(SlotWord::IDLE);
+        let idle = word.returned();
         match slot.word.compare_exchange(word.0, idle.0, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Ok(word),
             Err(_) => Err(Refused::Returned),

@@ -67,10 +67,15 @@ fn leaf(r: usize, create: bool) -> Option<&'static Leaf> {
 }
 
 /// The chunk whose granules hold `addr`, if any. Two dependent loads; never
-/// waits, never allocates.
+/// waits, never allocates. The bits of `addr` above 2^48 are ignored (no
+/// branch for them): such an address may alias a chunk's granule, and the
+/// caller must check that `addr` lies in the chunk it gets (no chunk
+/// reaches 2^48).
 #[inline(always)]
 pub(crate) fn find(addr: usize) -> Option<NonNull<ChunkMeta>> {
-    let (r, i) = split(addr)?;
+    let g = addr >> GRANULE_SHIFT;
+    let (r, i) = ((g >> LEAF_BITS) & ((1 << ROOT_BITS) - 1), g & ((1 << LEAF_BITS) - 1));
+    debug_assert!(split(addr).is_none_or(|ri| ri == (r, i)));
     let leaf = leaf(r, false)?;
     NonNull::new(leaf.0[i].load(Ordering::Acquire))
 }
