@@ -152,13 +152,16 @@ impl BufferPool {
     /// (see [`Popped`]); None sends the caller to `try_get`.
     #[inline(always)]
     pub(crate) fn pop_cached(&self, len: usize) -> Option<Popped> {
-        // Not pooled: a class past the last, whose stack is empty.
-        let class = self.classes.fast_class(len);
         thread_cache::fast(
             self.id,
-            (),
+            len,
+            // The class from the cache's own copy of the table, after the
+            // thread-local access (in position-independent code a call, as
+            // far as the compiler knows: fewer values live across it, fewer
+            // registers to save). Not pooled: a class past the last, whose
+            // stack is empty.
             #[inline(always)]
-            |tc, ()| tc.try_pop(class).ok_or(()),
+            |tc, len| tc.try_pop(tc.classes().fast_class(len)).ok_or(len),
         )
         .ok()
     }

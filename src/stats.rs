@@ -70,6 +70,20 @@ pub(crate) const fn idle_delta(bytes: usize) -> u64 {
     1 << IDLE_BYTES_BITS | bytes as u64
 }
 
+/// The largest idle word with at most `buffers` buffers (any bytes): a
+/// word `<=` it holds no more, so one compare checks the count.
+#[inline(always)]
+pub(crate) const fn idle_ceiling(buffers: usize) -> u64 {
+    debug_assert!(buffers < 1 << (64 - IDLE_BYTES_BITS));
+    (buffers as u64) << IDLE_BYTES_BITS | ((1 << IDLE_BYTES_BITS) - 1)
+}
+
+/// The idle bytes of a packed idle word.
+#[inline(always)]
+pub(crate) const fn idle_bytes_of(word: u64) -> usize {
+    (word & ((1 << IDLE_BYTES_BITS) - 1)) as usize
+}
+
 impl LocalCounters {
     /// Publishes the cache's idle buffers (at most 2^11 - 1: the cache
     /// limit is 1024) and bytes (below 2^53).
@@ -129,7 +143,7 @@ impl LocalCounters {
 /// Splits a packed idle word into (buffers, bytes).
 #[inline(always)]
 pub(crate) const fn unpack_idle(word: u64) -> (usize, usize) {
-    ((word >> IDLE_BYTES_BITS) as usize, (word & ((1 << IDLE_BYTES_BITS) - 1)) as usize)
+    ((word >> IDLE_BYTES_BITS) as usize, idle_bytes_of(word))
 }
 
 /// Counters bumped on slow paths, shared by all threads.

@@ -39,7 +39,7 @@ use crate::config::Zeroing;
 use crate::region::chunk::SlotHint;
 use crate::shared::Shared;
 use crate::size_class::{SizeClasses, MAX_CLASSES};
-use crate::stats::{idle_delta, unpack_idle, LocalCounters, SharedCounters};
+use crate::stats::{idle_bytes_of, idle_ceiling, idle_delta, unpack_idle, LocalCounters, SharedCounters};
 use crate::tls::{self, Table};
 
 // `repr(C)`: the fields the fast path reads first, together.
@@ -50,6 +50,8 @@ pub(crate) struct ThreadCache {
     /// two (a shift, not a multiply, on the fast path).
     depth_log2: u32,
     limit: usize,
+    /// `idle_ceiling(limit)`: the fast path's count check in one compare.
+    idle_ceiling: u64,
     credit: usize,
     counters: Arc<LocalCounters>,
     scrub: bool,
@@ -227,6 +229,7 @@ impl ThreadCache {
             id: shared.id,
             depth_log2: depth.trailing_zeros(),
             limit,
+            idle_ceiling: idle_ceiling(limit),
             credit: 0,
             counters,
             scrub: shared.cfg.zeroing.scrubs_on_put(),
@@ -409,8 +412,10 @@ impl ThreadCache {
         };
         let cap = raw.capacity();
         let word = self.counters.idle_word();
-        let (count, idle_bytes) = unpack_idle(word);
-        if count >= self.limit || idle_bytes + cap > self.credit {
+        // At most `limit` buffers and `credit` bytes once it is pushed.
+        let after = word + idle_delta(cap);
+        debug_assert_eq!(unpack_idle(after), (unpack_idle(word).0 + 1, unpack_idle(word).1 + cap));
+        if after > self.idle_ceiling || idle_bytes_of(after) > self.credit {
             return Err(raw);
         }
         let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else {
@@ -422,7 +427,7 @@ impl ThreadCache {
         debug_assert!(old.buf.is_none());
         std::mem::forget(old);
         self.lens[class] = n + 1;
-        self.counters.set_idle_word(word + idle_delta(cap));
+        self.counters.set_idle_word(after);
         LocalCounters::bump(&self.counters.puts);
         Ok(retiring)
     }
