@@ -412,7 +412,9 @@ impl ThreadCache {
         };
         let cap = raw.capacity();
         let word = self.counters.idle_word();
-        // At most `limit` buffers and `credit` bytes once it is pushed.
+        // At most `limit` buffers and `credit` bytes once it is pushed. (The
+        // add cannot carry into the count: idle bytes are mapped buffers,
+        // below 2^48, and so is `cap`.)
         let after = word + idle_delta(cap);
         debug_assert_eq!(unpack_idle(after), (unpack_idle(word).0 + 1, unpack_idle(word).1 + cap));
         if after > self.idle_ceiling || idle_bytes_of(after) > self.credit {
