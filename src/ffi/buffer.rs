@@ -264,16 +264,23 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
 // out-of-line `FnOnce` shim (measured on `keep` itself: a call and a round
 // trip of its arguments through memory).
 #[allow(clippy::redundant_closure)]
-pub(super) fn keep(guard: Buffer, slot: SlotRef) -> zp_status {
+fn keep(guard: Buffer, slot: SlotRef) -> zp_status {
     keep_with(
         guard,
         slot,
         #[inline(always)]
-        |id, raw, len, hint| match crate::pool::push_cached(id, raw, len, hint) {
-            Ok(retiring) => finish(retiring),
-            Err(raw) => keep_slow(id, raw, len),
-        },
+        |id, raw, len, hint| push_to_thread(id, raw, len, hint),
     )
+}
+
+/// A claimed buffer of pool `id` onto this thread's cache for its pool, or
+/// (declined, or no cache) the full path.
+#[inline(always)]
+fn push_to_thread(id: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> zp_status {
+    match crate::pool::push_cached(id, raw, len, hint) {
+        Ok(retiring) => finish(retiring),
+        Err(raw) => keep_slow(id, raw, len),
+    }
 }
 
 /// A claimed buffer to `put` as (pool id, memory, requested length, slot
@@ -322,15 +329,12 @@ extern "C" fn scrub_then_ok(retiring: Retiring) -> zp_status {
     })
 }
 
-/// [`keep`]'s second half out of line, for a put that found its buffer is
-/// not for the cache at hand (`zp_local_put` from another thread).
+/// [`push_to_thread`] out of line, for a put that found its buffer is not
+/// for the cache at hand (`zp_local_put` from another thread).
 #[inline(never)]
 #[allow(improper_ctypes_definitions)] // not called from C (see above)
 pub(super) extern "C" fn keep_elsewhere(id: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> zp_status {
-    boundary(ZP_ERR_INTERNAL, move || match crate::pool::push_cached(id, raw, len, hint) {
-        Ok(retiring) => finish(retiring),
-        Err(raw) => keep_slow(id, raw, len),
-    })
+    boundary(ZP_ERR_INTERNAL, move || push_to_thread(id, raw, len, hint))
 }
 
 /// A claimed buffer of pool `id` its thread cache declined: the full path.
