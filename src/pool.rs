@@ -455,14 +455,7 @@ pub(crate) fn try_get_shared(shared: &Arc<Shared>, len: usize) -> Result<Buffer,
 /// the pool's shards, else (pool gone) back to the system.
 #[inline(always)]
 pub(crate) fn give_back(pool: u64, raw: RawBuf, len: usize) {
-    give_back_hinted(pool, raw, len, None);
-}
-
-/// As [`give_back`], with the slot's metadata when the caller looked it
-/// up (the C API's put), so that the next get from the cache needs none.
-#[inline(always)]
-pub(crate) fn give_back_hinted(pool: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) {
-    match push_cached(pool, raw, len, hint) {
+    match push_cached(pool, raw, len, None) {
         Ok(retiring) => retiring.finish(),
         Err(raw) => give_back_slow(pool, raw, len),
     }
@@ -472,12 +465,7 @@ pub(crate) fn give_back_hinted(pool: u64, raw: RawBuf, len: usize, hint: Option<
 /// (see [`ThreadCache::try_push`]); `Err` sends the caller to
 /// [`give_back_slow`].
 #[inline(always)]
-pub(crate) fn push_cached(
-    pool: u64,
-    raw: RawBuf,
-    len: usize,
-    hint: Option<SlotHint>,
-) -> Result<Retiring, RawBuf> {
+pub(crate) fn push_cached(pool: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<Retiring, RawBuf> {
     thread_cache::fast(
         pool,
         raw,

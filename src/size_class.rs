@@ -203,7 +203,12 @@ mod tests {
 
     #[test]
     fn fast_class_agrees_with_lookup() {
-        for c in [SizeClasses::new(PAGE, 1 << 30, PAGE), SizeClasses::new(3 * PAGE, 64 * MIB, PAGE), SizeClasses::new(MIB, 0, PAGE)] {
+        let tables = [
+            SizeClasses::new(PAGE, 1 << 30, PAGE),
+            SizeClasses::new(3 * PAGE, 64 * MIB, PAGE),
+            SizeClasses::new(MIB, 0, PAGE),
+        ];
+        for c in tables {
             let mut lens = vec![0, 1, usize::MAX, usize::MAX - 5, 1 << 48, MAX_BUFFER_SIZE];
             for shift in 0..50 {
                 lens.extend([(1usize << shift) - 1, 1 << shift, (1 << shift) + 1]);

@@ -286,16 +286,8 @@ impl ThreadCache {
     /// The fast path of a get: a buffer of `class` for `len` bytes from
     /// this cache's stack, or None (empty: the caller takes [`get`](Self::get)).
     #[inline(always)]
-    pub(crate) fn try_get(
-        &mut self,
-        class: usize,
-        len: usize,
-    ) -> Option<(RawBuf, Option<SlotHint>)> {
-        let Popped {
-            mut raw,
-            hint,
-            zero,
-        } = self.try_pop(class)?;
+    pub(crate) fn try_get(&mut self, class: usize, len: usize) -> Option<(RawBuf, Option<SlotHint>)> {
+        let Popped { mut raw, hint, zero } = self.try_pop(class)?;
         if raw.reuse(len, zero) {
             self.count_dirty();
         }
@@ -317,13 +309,8 @@ impl ThreadCache {
         let word = self.counters.idle_word();
         // The idle word is the only store: a hit is counted by it (see
         // `LocalCounters::hits`).
-        self.counters
-            .set_idle_word(word - idle_delta(raw.capacity()));
-        Some(Popped {
-            raw,
-            hint,
-            zero: self.zero_on_get,
-        })
+        self.counters.set_idle_word(word - idle_delta(raw.capacity()));
+        Some(Popped { raw, hint, zero: self.zero_on_get })
     }
 
     /// A buffer of `class` for `len` bytes: from this cache if it has one,
@@ -382,12 +369,7 @@ impl ThreadCache {
     /// onto its stack, or gives it back (full, over the credit, not a
     /// class of ours: the caller takes [`put`](Self::put)).
     #[inline(always)]
-    pub(crate) fn try_put(
-        &mut self,
-        raw: RawBuf,
-        len: usize,
-        hint: Option<SlotHint>,
-    ) -> Result<(), RawBuf> {
+    pub(crate) fn try_put(&mut self, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<(), RawBuf> {
         self.try_push(raw, len, hint).map(Retiring::finish)
     }
 
@@ -400,16 +382,9 @@ impl ThreadCache {
     /// tail call. Until then the buffer is on this thread's stack, which
     /// only this call can reach.
     #[inline(always)]
-    pub(crate) fn try_push(
-        &mut self,
-        mut raw: RawBuf,
-        len: usize,
-        hint: Option<SlotHint>,
-    ) -> Result<Retiring, RawBuf> {
+    pub(crate) fn try_push(&mut self, mut raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<Retiring, RawBuf> {
         let class = self.classes.class_of_log2(raw.log2());
-        let Some(&n) = self.lens.get(class) else {
-            return Err(raw);
-        };
+        let Some(&n) = self.lens.get(class) else { return Err(raw) };
         let cap = raw.capacity();
         let word = self.counters.idle_word();
         // At most `limit` buffers and `credit` bytes once it is pushed. (The
@@ -420,9 +395,7 @@ impl ThreadCache {
         if after > self.idle_ceiling || idle_bytes_of(after) > self.credit {
             return Err(raw);
         }
-        let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else {
-            return Err(raw);
-        };
+        let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else { return Err(raw) };
         let retiring = raw.retire_later(len, self.scrub);
         // The slot is empty (invariant): no drop of the old value to check for.
         let old = std::mem::replace(slot, Entry { buf: Some(raw), hint });
