@@ -277,19 +277,18 @@ impl Retiring {
 /// of the other policies. `len` bytes at `p` are a buffer's, ours.
 #[inline(never)]
 fn zero_checked(p: NonNull<u8>, len: usize, check: bool) -> bool {
-    let p = p.as_ptr();
     if check && len <= CHECK_BELOW {
         // SAFETY: `len` bytes inside the caller's slot, initialized (mapped
         // memory is zero-filled, then written through slices).
-        if is_zero(unsafe { std::slice::from_raw_parts(p, len) }) {
+        if is_zero(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }) {
             return false;
         }
         // SAFETY: as above.
-        unsafe { std::ptr::write_bytes(p, 0, len) };
+        unsafe { os::zero(p, len) };
         return true;
     }
     // SAFETY: as above.
-    unsafe { std::ptr::write_bytes(p, 0, len) };
+    unsafe { os::zero(p, len) };
     false
 }
 
