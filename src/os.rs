@@ -240,14 +240,15 @@ pub(crate) unsafe fn unpin(ptr: NonNull<u8>, len: usize) {
     let _ = (ptr, len);
 }
 
-/// Above this many bytes glibc's memset switches to `rep stosb`, which on the
-/// AMD EPYC we measured zeroes 4 KiB in 28 ns where a loop of 32-byte stores
-/// takes 22 ns, and leaves the lines slower to read back (the get-side check
-/// of `Always` right after the put's scrub: 37 ns against 30).
+/// Above this many bytes glibc's memset switches to `rep stosb`. On the AMD
+/// EPYC we measured, a loop of 32-byte stores zeroes as fast or faster from
+/// here to 256 KiB (a fill then a zero of 64 KiB: 718 against 800 ns), and
+/// the lines it leaves are read back sooner: with `Always`'s get-side check
+/// right after the put's scrub, a 4 KiB get+fill+put took 93 ns, not 107.
 const VECTOR_ZERO_ABOVE: usize = 2 << 10;
-/// Up to this many bytes the store loop beats glibc's memset (256 KiB:
-/// 2.98 against 3.18 µs); at 1 MiB, past the L2 cache, glibc's is faster
-/// (12.6 against 14.1 µs).
+/// Up to this many bytes the store loop beats glibc's memset (a fill then a
+/// zero of 256 KiB: 2.98 against 3.18 µs); at 1 MiB, past the L2 cache,
+/// glibc's is faster (12.6 against 14.1 µs).
 const VECTOR_ZERO_UPTO: usize = 256 << 10;
 
 /// Zeroes `len` bytes at `ptr`: the fastest way we measured for the size,
