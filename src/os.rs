@@ -512,7 +512,10 @@ mod tests {
     #[test]
     fn zero_clears_exactly_its_range() {
         const PAD: usize = 128;
-        for len in [0, 1, 2048, 2049, 4096, 4097, 4096 + 127, 4096 + 128, 65536 - 31, 256 << 10, (256 << 10) + 1] {
+        let lens = [0, 1, 2048, 2049, 4096, 4097, 4096 + 127, 4096 + 128, 65536 - 31, 256 << 10, (256 << 10) + 1];
+        // Miri has only the memset path, and checks each byte slowly.
+        let lens = if cfg!(miri) { &lens[..4] } else { &lens[..] };
+        for &len in lens {
             for offset in [0, 1, 32, 48] {
                 let mut bytes = vec![0xA5u8; PAD + offset + len + 2 * PAD + 64];
                 // Start on a 32-byte boundary (plus `offset`), so both paths run.
