@@ -67,7 +67,7 @@
  * the only atomic read-modify-write on the path; that swap waits for the
  * caller's earlier stores (e.g. writes into the buffer) to drain. Zeroing:
  * ZP_ZERO_NEVER adds nothing; ZP_ZERO_ON_PUT one zeroing pass over the
- * requested size on zp_put (32-byte AVX2 stores from 2 to 256 KiB where the
+ * requested size on zp_put (32-byte AVX2 stores from 2 to 512 KiB where the
  * CPU has AVX2, glibc's memset otherwise); ZP_ZERO_ALWAYS that pass plus, on
  * zp_get, a read-only check of the requested size up to 128 KiB (a zeroing
  * pass above). A miss moves up to the cache size of buffers between the

@@ -241,15 +241,15 @@ pub(crate) unsafe fn unpin(ptr: NonNull<u8>, len: usize) {
 }
 
 /// Above this many bytes glibc's memset switches to `rep stosb`. On the AMD
-/// EPYC we measured, a loop of 32-byte stores zeroes as fast or faster from
-/// here to 256 KiB (a fill then a zero of 64 KiB: 718 against 800 ns), and
-/// the lines it leaves are read back sooner: with `Always`'s get-side check
-/// right after the put's scrub, a 4 KiB get+fill+put took 93 ns, not 107.
+/// EPYC we measured, a loop of 32-byte stores zeroes faster from here to
+/// 512 KiB (a fill then a zero of 64 KiB: 711 against 789 ns), and the lines
+/// it leaves are read back sooner: with `Always`'s get-side check right
+/// after the put's scrub, a 4 KiB get+fill+put took 93 ns, not 107.
 const VECTOR_ZERO_ABOVE: usize = 2 << 10;
 /// Up to this many bytes the store loop beats glibc's memset (a fill then a
-/// zero of 256 KiB: 2.98 against 3.18 µs); at 1 MiB, past the L2 cache,
-/// glibc's is faster (12.6 against 14.1 µs).
-const VECTOR_ZERO_UPTO: usize = 256 << 10;
+/// zero of 512 KiB: 5.49 against 6.18 µs); at 1 MiB, past the L2 cache,
+/// glibc's is faster (12.7 against 13.7 µs).
+const VECTOR_ZERO_UPTO: usize = 512 << 10;
 
 /// Zeroes `len` bytes at `ptr`: the fastest way we measured for the size,
 /// which the optimizer may still remove when nothing reads the bytes
@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn zero_clears_exactly_its_range() {
         const PAD: usize = 128;
-        let lens = [0, 1, 2048, 2049, 4096, 4097, 4096 + 127, 4096 + 128, 65536 - 31, 256 << 10, (256 << 10) + 1];
+        let lens = [0, 1, 2048, 2049, 4096, 4097, 4096 + 127, 4096 + 128, 65536 - 31, 512 << 10, (512 << 10) + 1];
         // Miri has only the memset path, and checks each byte slowly.
         let lens = if cfg!(miri) { &lens[..4] } else { &lens[..] };
         for &len in lens {
