@@ -277,19 +277,16 @@ impl Retiring {
 /// of the other policies. `len` bytes at `p` are a buffer's, ours.
 #[inline(never)]
 fn zero_checked(p: NonNull<u8>, len: usize, check: bool) -> bool {
-    if check && len <= CHECK_BELOW {
-        // SAFETY: `len` bytes inside the caller's slot, initialized (mapped
-        // memory is zero-filled, then written through slices).
-        if is_zero(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }) {
-            return false;
-        }
-        // SAFETY: as above.
-        unsafe { os::zero(p, len) };
-        return true;
+    let checked = check && len <= CHECK_BELOW;
+    // SAFETY: `len` bytes inside the caller's slot, initialized (mapped
+    // memory is zero-filled, then written through slices).
+    if checked && is_zero(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }) {
+        return false;
     }
     // SAFETY: as above.
     unsafe { os::zero(p, len) };
-    false
+    // Checked and zeroed: the check found a byte written after the return.
+    checked
 }
 
 impl Drop for RawBuf {
