@@ -224,6 +224,13 @@ fn dropping_the_pool_while_other_threads_hold_buffers_and_caches() {
         cached.fill(0x77);
         let mut addrs: Vec<usize> = held.iter().map(|b| b.as_ptr() as usize).collect();
         addrs.push(cached.as_ptr() as usize);
+        // Written, so resident: their absence after the drop below means
+        // something. (Per buffer: the process's RSS moves with the tests
+        // running beside this one, and under ASan with its quarantine.)
+        #[cfg(not(miri))]
+        for &a in &addrs {
+            assert_eq!(mem::resident_pages(a, size), size / PAGE, "a written buffer is not resident");
+        }
         drop(cached); // idle in this thread's cache
         drop(q);
         r.wait();
@@ -242,8 +249,6 @@ fn dropping_the_pool_while_other_threads_hold_buffers_and_caches() {
     assert_eq!((s.gets, s.puts, s.outstanding), (n + 1, 1, n), "{s:?}");
     assert_eq!(s.gets, s.puts + s.outstanding, "{s:?}");
     assert_eq!((s.pooled_buffers, s.pooled_bytes), (1, size as u64), "one idle in the thread's cache: {s:?}");
-    #[cfg(not(miri))]
-    let peak = mem::rss();
     drop(p);
     dropped.wait();
     let addrs = t.join().unwrap();
@@ -253,9 +258,7 @@ fn dropping_the_pool_while_other_threads_hold_buffers_and_caches() {
         for &a in &addrs {
             assert_eq!(mem::resident_pages(a, size), 0, "a buffer of the dropped pool is still resident");
         }
-        let now = mem::rss();
-        assert!(peak >= start + (held_n + 1) * size - MIB, "the buffers were written: {} -> {} MiB", start / MIB, peak / MIB);
-        mem::near(now, start, "after the pool was dropped and its buffers came back");
+        mem::near(mem::rss(), start, "after the pool was dropped and its buffers came back");
     }
     let _ = addrs;
 }
