@@ -51,7 +51,6 @@
 //! Progress goes to stderr; results to stdout.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -65,6 +64,12 @@ use serde_json::{json, Value};
 use zeropool::{AutoConfig, BufferPool, Zeroing};
 
 const MIB: usize = 1 << 20;
+
+/// The streaming loaders' chunk: bytes per read and per staging buffer
+/// (chosen by measurement; the README says how).
+const DEFAULT_CHUNK: usize = MIB;
+/// Chunks per streaming work item (`--piece` is `--chunk` times this).
+const DEFAULT_PIECE_CHUNKS: usize = 1;
 
 // ---------------------------------------------------------------------------
 // Counting allocator: every call that asks the global allocator for memory.
@@ -104,6 +109,7 @@ static GLOBAL: Counting = Counting;
 /// One tensor's bytes in the file.
 #[derive(Clone, Debug)]
 struct Tensor {
+    name: String,
     offset: u64,
     len: usize,
     /// fp32: converted to bf16; any other dtype is copied as is.
@@ -197,37 +203,119 @@ fn write_synthetic(path: &Path, model: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Reads the index of a safetensors file, tensors in file order.
-fn read_index(path: &Path) -> std::io::Result<Vec<Tensor>> {
-    let file = File::open(path)?;
+/// The dtypes safetensors defines, with their sizes in bytes.
+const DTYPES: &[(&str, usize)] = &[
+    ("BOOL", 1),
+    ("U8", 1),
+    ("I8", 1),
+    ("F8_E5M2", 1),
+    ("F8_E4M3", 1),
+    ("F8_E8M0", 1),
+    ("I16", 2),
+    ("U16", 2),
+    ("F16", 2),
+    ("BF16", 2),
+    ("I32", 4),
+    ("U32", 4),
+    ("F32", 4),
+    ("F64", 8),
+    ("I64", 8),
+    ("U64", 8),
+];
+
+/// safetensors' own limit on the JSON header.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Reads and checks the index of a safetensors file, tensors in file order.
+/// Every problem is one line naming the file, the tensor (where there is
+/// one) and what is wrong. Nothing is allocated at a size the file claims
+/// before that size has been checked against the file's length.
+fn read_index(path: &Path) -> Result<Vec<Tensor>, String> {
+    let shown = path.display();
+    let fail = |what: String| format!("{shown}: {what}");
+    let file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let file_len = file.metadata().map_err(|e| fail(format!("cannot stat: {e}")))?.len();
+    if file_len == 0 {
+        return Err(fail("empty file (0 bytes), not a safetensors file".into()));
+    }
+    if file_len < 8 {
+        return Err(fail(format!("{file_len} bytes, too short for the 8-byte header length of a safetensors file")));
+    }
     let mut len = [0u8; 8];
-    file.read_exact_at(&mut len, 0)?;
+    file.read_exact_at(&mut len, 0).map_err(|e| fail(format!("cannot read the header length: {e}")))?;
     let header_len = u64::from_le_bytes(len);
-    if header_len > 100 * MIB as u64 {
-        return Err(std::io::Error::other("not a safetensors file (header too large)"));
+    if header_len > file_len - 8 {
+        return Err(fail(format!(
+            "header length {header_len} runs past the end of the file ({file_len} bytes): not a safetensors file, or truncated"
+        )));
+    }
+    if header_len > MAX_HEADER {
+        return Err(fail(format!("header length {header_len} is over safetensors' limit of {MAX_HEADER} bytes")));
     }
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact_at(&mut header, 8)?;
-    let header: BTreeMap<String, Value> =
-        serde_json::from_slice(&header).map_err(|e| std::io::Error::other(format!("bad header: {e}")))?;
+    file.read_exact_at(&mut header, 8).map_err(|e| fail(format!("cannot read the header: {e}")))?;
+    let header: Value =
+        serde_json::from_slice(&header).map_err(|e| fail(format!("header ({header_len} bytes) is not JSON: {e}")))?;
+    let Value::Object(header) = header else {
+        return Err(fail("header is JSON but not an object of tensors".into()));
+    };
+    let data_len = file_len - 8 - header_len;
     let base = 8 + header_len;
+    // (start, end, tensor) in the data section, for the overlap check.
     let mut tensors = Vec::new();
-    for (name, info) in header {
+    for (name, info) in &header {
         if name == "__metadata__" {
             continue;
         }
-        let bad = || std::io::Error::other(format!("bad entry for {name}"));
-        let range = info["data_offsets"].as_array().ok_or_else(bad)?;
-        let (start, end) = (range[0].as_u64().ok_or_else(bad)?, range[1].as_u64().ok_or_else(bad)?);
-        let f32 = info["dtype"] == "F32";
-        let len = end.checked_sub(start).ok_or_else(bad)? as usize;
-        if f32 && len % 4 != 0 {
-            return Err(bad());
+        let bad = |what: String| fail(format!("tensor `{name}`: {what}"));
+        let Value::Object(info) = info else {
+            return Err(bad("entry is not an object".into()));
+        };
+        let dtype = info.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("no dtype".into()))?;
+        let Some(&(_, size)) = DTYPES.iter().find(|d| d.0 == dtype) else {
+            return Err(bad(format!("unknown dtype \"{dtype}\"")));
+        };
+        let shape: Vec<u64> = info
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|s| s.iter().map(Value::as_u64).collect())
+            .ok_or_else(|| bad("shape is not a list of non-negative integers".into()))?;
+        let offsets: Vec<u64> = info
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .and_then(|s| s.iter().map(Value::as_u64).collect())
+            .filter(|o: &Vec<u64>| o.len() == 2)
+            .ok_or_else(|| bad("data_offsets is not a pair of non-negative integers".into()))?;
+        let (start, end) = (offsets[0], offsets[1]);
+        if start > end {
+            return Err(bad(format!("data_offsets [{start}, {end}] end before they start")));
         }
-        tensors.push(Tensor { offset: base + start, len, f32 });
+        if end > data_len {
+            return Err(bad(format!(
+                "data_offsets [{start}, {end}] run past the end of the data ({data_len} bytes after the header): file truncated?"
+            )));
+        }
+        let need = shape.iter().try_fold(size as u64, |a, &d| a.checked_mul(d));
+        if need != Some(end - start) {
+            return Err(bad(format!(
+                "data_offsets [{start}, {end}] hold {} bytes, but shape {shape:?} of {dtype} needs {}",
+                end - start,
+                need.map_or("more than 2^64".into(), |n| n.to_string())
+            )));
+        }
+        tensors.push((start, end, Tensor { name: name.clone(), offset: base + start, len: (end - start) as usize, f32: dtype == "F32" }));
     }
-    tensors.sort_by_key(|t| t.offset);
-    Ok(tensors)
+    tensors.sort_by_key(|t| (t.0, t.1));
+    for w in tensors.windows(2) {
+        let ((s0, e0, a), (s1, e1, b)) = (&w[0], &w[1]);
+        if s1 < e0 {
+            return Err(fail(format!(
+                "tensor `{}`: data_offsets [{s1}, {e1}] overlap those of tensor `{}` [{s0}, {e0}]",
+                b.name, a.name
+            )));
+        }
+    }
+    Ok(tensors.into_iter().map(|t| t.2).collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -255,43 +343,100 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Converts (or copies) one tensor into `dst` and returns the hash of
+/// fp32 -> bf16 of `src` into `dst` (half its length). Returns four lanes
+/// of a hash of `dst`: 32 input bytes -> 16 output bytes -> one u32 word per
+/// lane, folded as `lane = lane.rotate_left(17) ^ word`; the elements after
+/// the last whole 32 bytes go to lane 0 one by one.
+#[inline(always)]
+fn convert_f32(src: &[u8], dst: &mut [u8]) -> [u64; 4] {
+    let mut lanes = [0u64; 4];
+    let mut s = src.chunks_exact(32);
+    let mut d = dst.chunks_exact_mut(16);
+    for (s, d) in (&mut s).zip(&mut d) {
+        for k in 0..4 {
+            let a = u32::from_le_bytes(s[8 * k..8 * k + 4].try_into().unwrap());
+            let b = u32::from_le_bytes(s[8 * k + 4..8 * k + 8].try_into().unwrap());
+            let (a, b) = (bf16(a), bf16(b));
+            d[4 * k..4 * k + 2].copy_from_slice(&a.to_le_bytes());
+            d[4 * k + 2..4 * k + 4].copy_from_slice(&b.to_le_bytes());
+            let w = a as u64 | (b as u64) << 16;
+            lanes[k] = lanes[k].rotate_left(17) ^ w;
+        }
+    }
+    for (s, d) in s.remainder().chunks_exact(4).zip(d.into_remainder().chunks_exact_mut(2)) {
+        let h = bf16(u32::from_le_bytes(s.try_into().unwrap()));
+        d.copy_from_slice(&h.to_le_bytes());
+        lanes[0] = lanes[0].rotate_left(17) ^ h as u64;
+    }
+    lanes
+}
+
+/// Copies `src` into `dst` and returns the fold `acc = acc.rotate_left(17)
+/// ^ word` over its 8-byte words (the last one zero-padded), from 0.
+#[inline(always)]
+fn copy_words(src: &[u8], dst: &mut [u8]) -> u64 {
+    dst.copy_from_slice(src);
+    let mut acc = 0u64;
+    for c in dst.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        acc = acc.rotate_left(17) ^ u64::from_le_bytes(w);
+    }
+    acc
+}
+
+/// `x` as if `words` more words had been folded in after it: the fold is
+/// linear (rotations distribute over xor), so a piece's lanes, rotated by
+/// the number of words that follow it, xor into the whole's.
+fn rotated(x: u64, words: usize) -> u64 {
+    x.rotate_left(((17 * (words as u64)) % 64) as u32)
+}
+
+/// A tensor's hash from its lanes (the xor of its pieces' contributions).
+fn finish_hash(t: &Tensor, lanes: [u64; 4]) -> u64 {
+    if t.f32 {
+        lanes.iter().fold(t.out_len() as u64, |acc, &l| mix(acc ^ l))
+    } else {
+        mix(rotated(t.len as u64, t.len.div_ceil(8)) ^ lanes[0])
+    }
+}
+
+/// Converts (or copies) one whole tensor into `dst` and returns the hash of
 /// `dst`'s bytes. The hash depends only on those bytes, not on who wrote
-/// them or when.
+/// them or when, nor in how many pieces (see `convert_piece`).
 fn convert(t: &Tensor, src: &[u8], dst: &mut [u8]) -> u64 {
     debug_assert_eq!(src.len(), t.len);
     debug_assert_eq!(dst.len(), t.out_len());
     if t.f32 {
-        // 32 input bytes -> 16 output bytes -> four u32 lanes of the hash.
-        let mut lanes = [0u64; 4];
-        let mut s = src.chunks_exact(32);
-        let mut d = dst.chunks_exact_mut(16);
-        for (s, d) in (&mut s).zip(&mut d) {
-            for k in 0..4 {
-                let a = u32::from_le_bytes(s[8 * k..8 * k + 4].try_into().unwrap());
-                let b = u32::from_le_bytes(s[8 * k + 4..8 * k + 8].try_into().unwrap());
-                let (a, b) = (bf16(a), bf16(b));
-                d[4 * k..4 * k + 2].copy_from_slice(&a.to_le_bytes());
-                d[4 * k + 2..4 * k + 4].copy_from_slice(&b.to_le_bytes());
-                let w = a as u64 | (b as u64) << 16;
-                lanes[k] = lanes[k].rotate_left(17) ^ w;
-            }
-        }
-        for (s, d) in s.remainder().chunks_exact(4).zip(d.into_remainder().chunks_exact_mut(2)) {
-            let h = bf16(u32::from_le_bytes(s.try_into().unwrap()));
-            d.copy_from_slice(&h.to_le_bytes());
-            lanes[0] = lanes[0].rotate_left(17) ^ h as u64;
-        }
-        lanes.iter().fold(dst.len() as u64, |acc, &l| mix(acc ^ l))
+        finish_hash(t, convert_f32(src, dst))
     } else {
-        dst.copy_from_slice(src);
-        let mut acc = dst.len() as u64;
-        for c in dst.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            acc = acc.rotate_left(17) ^ u64::from_le_bytes(w);
-        }
-        mix(acc)
+        finish_hash(t, [copy_words(src, dst), 0, 0, 0])
+    }
+}
+
+/// The streaming loaders' piece size must be a multiple of this: whole
+/// fp32 elements, whole hash groups of 32 bytes (and whole 8-byte words).
+const PIECE_ALIGN: usize = 32;
+
+/// Converts bytes `start..start + src.len()` of tensor `t` (`start` a
+/// multiple of `PIECE_ALIGN`, and so is the end unless it is the tensor's)
+/// into `dst`, the matching part of its destination. Returns the piece's
+/// contribution to the tensor's lanes: xor every piece's into zeroed lanes,
+/// in any order, and `finish_hash` gives what `convert` gives.
+fn convert_piece(t: &Tensor, start: usize, src: &[u8], dst: &mut [u8]) -> [u64; 4] {
+    let end = start + src.len();
+    debug_assert!(start % PIECE_ALIGN == 0 && (end % PIECE_ALIGN == 0 || end == t.len) && end <= t.len);
+    if t.f32 {
+        debug_assert_eq!(dst.len(), src.len() / 2);
+        let lanes = convert_f32(src, dst);
+        // Words that follow this piece in each lane: whole groups, and in
+        // lane 0 the tail elements too unless this piece holds them.
+        let after = t.len / 32 - end / 32;
+        let tail = if end == t.len { 0 } else { t.len % 32 / 4 };
+        [rotated(lanes[0], after + tail), rotated(lanes[1], after), rotated(lanes[2], after), rotated(lanes[3], after)]
+    } else {
+        debug_assert_eq!(dst.len(), src.len());
+        [rotated(copy_words(src, dst), t.len.div_ceil(8) - end.div_ceil(8)), 0, 0, 0]
     }
 }
 
@@ -306,10 +451,16 @@ fn tensor_term(index: usize, hash: u64) -> u64 {
 // ---------------------------------------------------------------------------
 
 /// Drops the file's pages from the page cache (it was synced when written).
-fn evict(file: &File) {
+fn evict(file: &File) -> std::io::Result<()> {
     // SAFETY: plain syscall on an open descriptor.
     let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) failed");
+    if rc != 0 {
+        return Err(std::io::Error::other(format!(
+            "posix_fadvise(DONTNEED): {}",
+            std::io::Error::from_raw_os_error(rc)
+        )));
+    }
+    Ok(())
 }
 
 /// A read-only shared mapping of a whole file.
@@ -381,40 +532,147 @@ fn reset_peak_rss() -> bool {
 // Loaders.
 // ---------------------------------------------------------------------------
 
+/// Where a streaming loader stages its chunks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Staging {
+    /// One chunk-sized `Vec` per worker.
+    Vec,
+    /// `BufferPool::new()`.
+    Zp,
+    /// `BufferPool::builder().pinned_memory(true)`, otherwise default.
+    ZpPinned,
+}
+
+/// How a streaming loader reads: what it tells the kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hint {
+    /// Plain `pread`.
+    Plain,
+    /// `POSIX_FADV_SEQUENTIAL` on its descriptor (a larger read-ahead).
+    Sequential,
+    /// `POSIX_FADV_WILLNEED` on the chunk after the one it reads.
+    WillNeed,
+    /// `O_DIRECT` into page-aligned pooled buffers (no page cache).
+    Direct,
+}
+
+/// The hint of the streaming rows in the default set (see the README for
+/// the measurements that chose it).
+const STREAM_HINT: Hint = Hint::Plain;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     FreshVec,
     ReusedVec,
     Mmap { willneed: bool },
     Upstream,
+    UpstreamUninit,
     ZpDefault,
     Zp(Zeroing),
     ZpPinned,
+    /// Tensors streamed through chunk-sized buffers.
+    Stream(Staging, Hint),
 }
 
-const LOADERS: &[(&str, Kind, &str)] = &[
-    ("fresh-vec", Kind::FreshVec, "fresh `vec![0; n]` per tensor"),
-    ("reused-vec", Kind::ReusedVec, "one staging `Vec` per worker, grown"),
-    ("mmap", Kind::Mmap { willneed: false }, "`mmap`, convert from the mapping"),
-    ("mmap-willneed", Kind::Mmap { willneed: true }, "`mmap` + `MADV_WILLNEED`"),
-    ("upstream", Kind::Upstream, "upstream zeropool 0.7 `alloc`"),
-    ("zp-default", Kind::ZpDefault, "ZeroPool `BufferPool::new()` (`Always`)"),
-    ("zp-always", Kind::Zp(Zeroing::Always), "ZeroPool `Always`"),
-    ("zp-onput", Kind::Zp(Zeroing::OnPut), "ZeroPool `OnPut`"),
-    ("zp-never", Kind::Zp(Zeroing::Never), "ZeroPool `Never`"),
-    ("zp-pinned", Kind::ZpPinned, "ZeroPool `Always`, pinned"),
+/// (key, kind, name, in the default set).
+const LOADERS: &[(&str, Kind, &str, bool)] = &[
+    ("fresh-vec", Kind::FreshVec, "fresh `vec![0; n]` per tensor", true),
+    ("reused-vec", Kind::ReusedVec, "one staging `Vec` per worker, grown", true),
+    ("mmap", Kind::Mmap { willneed: false }, "`mmap`, convert from the mapping", true),
+    ("mmap-willneed", Kind::Mmap { willneed: true }, "`mmap` + `MADV_WILLNEED`", true),
+    ("upstream", Kind::Upstream, "upstream zeropool 0.7 `alloc` (zeroes)", true),
+    ("upstream-uninit", Kind::UpstreamUninit, "upstream zeropool 0.7 `alloc_uninit`", true),
+    ("zp-default", Kind::ZpDefault, "ZeroPool `BufferPool::new()` (`Always`)", true),
+    ("zp-always", Kind::Zp(Zeroing::Always), "ZeroPool `Always`", true),
+    ("zp-onput", Kind::Zp(Zeroing::OnPut), "ZeroPool `OnPut`", true),
+    ("zp-never", Kind::Zp(Zeroing::Never), "ZeroPool `Never`", true),
+    ("zp-pinned", Kind::ZpPinned, "ZeroPool `Always`, pinned", true),
+    ("vec-chunk", Kind::Stream(Staging::Vec, STREAM_HINT), "streamed: one chunk `Vec` per worker", true),
+    ("zp-stream", Kind::Stream(Staging::Zp, STREAM_HINT), "streamed: ZeroPool `new()` chunks (`Always`)", true),
+    ("zp-stream-pinned", Kind::Stream(Staging::ZpPinned, STREAM_HINT), "streamed: ZeroPool chunks, pinned", true),
+    // The read-ahead experiments (`--loaders` only; the README reports them).
+    ("zp-stream-plain", Kind::Stream(Staging::Zp, Hint::Plain), "streamed: ZeroPool, plain `pread`", false),
+    ("zp-stream-seq", Kind::Stream(Staging::Zp, Hint::Sequential), "streamed: ZeroPool, `FADV_SEQUENTIAL`", false),
+    ("zp-stream-willneed", Kind::Stream(Staging::Zp, Hint::WillNeed), "streamed: ZeroPool, `FADV_WILLNEED` next chunk", false),
+    ("zp-stream-direct", Kind::Stream(Staging::Zp, Hint::Direct), "streamed: ZeroPool, `O_DIRECT`", false),
 ];
+
+/// The destination model: one buffer per tensor, allocated and touched
+/// once before any loader. Workers write disjoint byte ranges of it.
+struct Dest {
+    ptrs: Vec<(*mut u8, usize)>,
+    _bufs: Vec<Vec<u8>>,
+}
+
+// SAFETY: the pointers are into `_bufs`, which nothing else touches; who
+// may write which range at a time is `range`'s contract.
+unsafe impl Send for Dest {}
+unsafe impl Sync for Dest {}
+
+impl Dest {
+    fn new(tensors: &[Tensor]) -> Dest {
+        let mut bufs: Vec<Vec<u8>> = tensors.iter().map(|t| vec![1u8; t.out_len()]).collect();
+        let ptrs = bufs.iter_mut().map(|b| (b.as_mut_ptr(), b.len())).collect();
+        Dest { ptrs, _bufs: bufs }
+    }
+
+    /// Bytes `start..start + len` of tensor `i`'s destination.
+    ///
+    /// # Safety
+    /// No other reference to any of those bytes may exist while the slice
+    /// lives. The loaders keep this by construction: one load runs at a
+    /// time (the main thread waits for every worker to finish one before it
+    /// starts the next), and within a load each tensor, or each chunk of
+    /// it, is taken by exactly one worker from an atomic counter.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, i: usize, start: usize, len: usize) -> &mut [u8] {
+        let (p, n) = self.ptrs[i];
+        assert!(start <= n && len <= n - start, "destination range out of bounds");
+        // SAFETY: in bounds (checked); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(p.add(start), len) }
+    }
+}
+
+/// One streaming work item: bytes `start..end` of tensor `tensor`, read
+/// and converted in chunks of `Ctx::chunk` bytes.
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    tensor: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The streaming work items of a file: each tensor cut into pieces of
+/// `piece` bytes (the last one shorter), in file order. A tensor no larger
+/// than a piece is one item; a large one is many, which workers share.
+fn work_items(tensors: &[Tensor], piece: usize) -> Vec<Item> {
+    let mut items = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
+        let mut start = 0;
+        while start < t.len {
+            let end = t.len.min(start + piece);
+            items.push(Item { tensor: i, start, end });
+            start = end;
+        }
+    }
+    items
+}
 
 /// What the loaders share: the file, its index, the destination model.
 struct Ctx {
+    path: PathBuf,
     file: File,
     file_len: usize,
     tensors: Vec<Tensor>,
-    /// The model's tensors, allocated and touched once, before any loader.
-    dest: Vec<Mutex<Vec<u8>>>,
+    dest: Dest,
     threads: usize,
     /// ZeroPool's tuned idle budget (see `tuned_budget`).
     budget: usize,
+    /// The streaming loaders' chunk: bytes per read (a multiple of
+    /// `PIECE_ALIGN`).
+    chunk: usize,
+    /// The streaming work items (each up to `chunk * item_chunks` bytes).
+    items: Vec<Item>,
 }
 
 /// The idle budget of the tuned ZeroPool rows: room for every worker to
@@ -445,13 +703,16 @@ impl PoolState {
                 .expect("valid configuration")
         };
         match kind {
-            Kind::Upstream => PoolState::Upstream(
+            Kind::Upstream | Kind::UpstreamUninit => PoolState::Upstream(
                 zeropool_upstream::ZeroPool::new()
                     .tls_cache_size(auto.tls_cache_size.max(1))
                     .max_buffers_per_class(auto.num_shards * auto.max_buffers_per_shard)
                     .track_stats(true),
             ),
-            Kind::ZpDefault => PoolState::Zp(BufferPool::new()),
+            Kind::ZpDefault | Kind::Stream(Staging::Zp, _) => PoolState::Zp(BufferPool::new()),
+            Kind::Stream(Staging::ZpPinned, _) => {
+                PoolState::Zp(BufferPool::builder().pinned_memory(true).build().expect("valid configuration"))
+            }
             Kind::Zp(z) => PoolState::Zp(tuned(z, false)),
             Kind::ZpPinned => PoolState::Zp(tuned(Zeroing::Always, true)),
             _ => PoolState::None,
@@ -468,42 +729,111 @@ impl PoolState {
     }
 }
 
-/// One worker's part of a load: tensors from the shared counter until none
-/// are left. Returns the sum of the tensors' checksum terms.
-fn work(kind: Kind, ctx: &Ctx, pool: &PoolState, next: &AtomicUsize, map: Option<&[u8]>, staging: &mut Vec<u8>) -> u64 {
+/// `pread` of exactly `buf.len()` bytes at `offset`, into memory that may
+/// be uninitialized.
+///
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes.
+unsafe fn pread_exact(file: &File, buf: *mut u8, len: usize, offset: u64) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        // SAFETY: `buf + done .. buf + len` is writable (the caller's contract).
+        let n = unsafe {
+            libc::pread(file.as_raw_fd(), buf.add(done).cast(), len - done, (offset + done as u64) as libc::off_t)
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(())
+}
+
+const PAGE: usize = 4096;
+
+/// `O_DIRECT` read of file bytes `offset..offset + len` into `buf`, which
+/// must be page-aligned and hold the page-aligned span around them (`len +
+/// 2 * PAGE` is enough). Returns where in `buf` the bytes start.
+fn read_direct(file: &File, buf: &mut [u8], offset: u64, len: usize) -> std::io::Result<usize> {
+    if buf.as_ptr() as usize % PAGE != 0 {
+        return Err(std::io::Error::other("O_DIRECT needs a page-aligned buffer"));
+    }
+    let first = offset & !(PAGE as u64 - 1);
+    let skip = (offset - first) as usize;
+    let span = (skip + len).next_multiple_of(PAGE);
+    let buf = &mut buf[..span];
+    let mut done = 0;
+    while done < skip + len {
+        match file.read_at(&mut buf[done..], first + done as u64) {
+            // The file's end: the aligned span may run past it.
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(skip)
+}
+
+/// One worker's part of a whole-tensor load: tensors from the shared
+/// counter until none are left. Returns the sum of their checksum terms.
+fn work(
+    kind: Kind,
+    ctx: &Ctx,
+    pool: &PoolState,
+    next: &AtomicUsize,
+    map: Option<&[u8]>,
+    staging: &mut Vec<u8>,
+) -> std::io::Result<u64> {
     let mut sum = 0u64;
     loop {
         let i = next.fetch_add(1, Relaxed);
         let Some(t) = ctx.tensors.get(i) else { break };
-        let mut dst = ctx.dest[i].lock().unwrap();
-        let read = |buf: &mut [u8]| ctx.file.read_exact_at(buf, t.offset).expect("read tensor");
+        // SAFETY: tensor `i` is this worker's alone in this load (the counter).
+        let dst = unsafe { ctx.dest.range(i, 0, t.out_len()) };
+        let read = |buf: &mut [u8]| ctx.file.read_exact_at(buf, t.offset);
         let hash = match (kind, pool) {
             (Kind::FreshVec, _) => {
                 let mut buf = vec![0u8; t.len];
-                read(&mut buf);
-                convert(t, &buf, &mut dst)
+                read(&mut buf)?;
+                convert(t, &buf, dst)
             }
             (Kind::ReusedVec, _) => {
                 if staging.len() < t.len {
                     staging.resize(t.len, 0);
                 }
                 let buf = &mut staging[..t.len];
-                read(buf);
-                convert(t, buf, &mut dst)
+                read(buf)?;
+                convert(t, buf, dst)
             }
             (Kind::Mmap { .. }, _) => {
                 let bytes = map.expect("mapped");
-                convert(t, &bytes[t.offset as usize..t.offset as usize + t.len], &mut dst)
+                convert(t, &bytes[t.offset as usize..t.offset as usize + t.len], dst)
             }
-            (_, PoolState::Upstream(p)) => {
+            (Kind::Upstream, PoolState::Upstream(p)) => {
                 let mut buf = p.alloc(t.len);
-                read(&mut buf);
-                convert(t, &buf, &mut dst)
+                read(&mut buf)?;
+                convert(t, &buf, dst)
+            }
+            (Kind::UpstreamUninit, PoolState::Upstream(p)) => {
+                let mut buf = p.alloc_uninit(t.len);
+                let raw = buf.as_uninit_mut();
+                // SAFETY: `raw` is `t.len` writable bytes.
+                unsafe { pread_exact(&ctx.file, raw.as_mut_ptr().cast(), raw.len(), t.offset)? };
+                // SAFETY: the read filled every byte.
+                let buf = unsafe { buf.assume_init() };
+                convert(t, &buf, dst)
             }
             (_, PoolState::Zp(p)) => {
                 let mut buf = p.get(t.len);
-                read(&mut buf);
-                let h = convert(t, &buf, &mut dst);
+                read(&mut buf)?;
+                let h = convert(t, &buf, dst);
                 p.put(buf);
                 h
             }
@@ -511,7 +841,81 @@ fn work(kind: Kind, ctx: &Ctx, pool: &PoolState, next: &AtomicUsize, map: Option
         };
         sum = sum.wrapping_add(tensor_term(i, hash));
     }
-    sum
+    Ok(sum)
+}
+
+/// One worker's part of a streaming load: work items from the shared
+/// counter, each read `chunk` bytes at a time into a staging buffer (got
+/// from the pool and given back per chunk, or the worker's own `Vec`) and
+/// converted into its place in the destination. Each chunk's hash
+/// contribution is xored into its tensor's lanes.
+#[allow(clippy::too_many_arguments)]
+fn stream_work(
+    staging: Staging,
+    hint: Hint,
+    ctx: &Ctx,
+    file: &File,
+    pool: &PoolState,
+    next: &AtomicUsize,
+    lanes: &[[AtomicU64; 4]],
+    own: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let chunk = ctx.chunk;
+    let slop = if hint == Hint::Direct { 2 * PAGE } else { 0 };
+    loop {
+        let w = next.fetch_add(1, Relaxed);
+        let Some(item) = ctx.items.get(w) else { break };
+        let t = &ctx.tensors[item.tensor];
+        let mut start = item.start;
+        while start < item.end {
+            let n = chunk.min(item.end - start);
+            let offset = t.offset + start as u64;
+            if hint == Hint::WillNeed {
+                let ahead = offset + n as u64;
+                if ahead < ctx.file_len as u64 {
+                    // SAFETY: plain syscall on an open descriptor; a hint.
+                    unsafe {
+                        libc::posix_fadvise(file.as_raw_fd(), ahead as i64, chunk as i64, libc::POSIX_FADV_WILLNEED)
+                    };
+                }
+            }
+            let (ds, dl) = if t.f32 { (start / 2, n / 2) } else { (start, n) };
+            // SAFETY: this chunk of this tensor is this worker's alone in this
+            // load (items are disjoint and taken from the counter).
+            let dst = unsafe { ctx.dest.range(item.tensor, ds, dl) };
+            let mut run = |buf: &mut [u8]| -> std::io::Result<[u64; 4]> {
+                let at = if hint == Hint::Direct {
+                    read_direct(file, buf, offset, n)?
+                } else {
+                    file.read_exact_at(&mut buf[..n], offset)?;
+                    0
+                };
+                Ok(convert_piece(t, start, &buf[at..at + n], dst))
+            };
+            let part = match (staging, pool) {
+                (Staging::Vec, _) => {
+                    if own.len() < chunk + slop {
+                        own.resize(chunk + slop, 0);
+                    }
+                    run(own)?
+                }
+                (_, PoolState::Zp(p)) => {
+                    let mut buf = p.get(n + slop);
+                    let part = run(&mut buf);
+                    p.put(buf);
+                    part?
+                }
+                _ => unreachable!("streaming loader without its pool"),
+            };
+            for (lane, v) in lanes[item.tensor].iter().zip(part) {
+                if v != 0 {
+                    lane.fetch_xor(v, Relaxed);
+                }
+            }
+            start += n;
+        }
+    }
+    Ok(())
 }
 
 /// One loader with its state (pool, mapping) and its own worker threads,
@@ -526,6 +930,12 @@ struct Runner<'a> {
     stop: AtomicBool,
     mapping: RwLock<Option<Mapping>>,
     barrier: Barrier,
+    /// Streaming loaders: their own descriptor (their read-ahead state and
+    /// hints are theirs), and each tensor's hash lanes for this load.
+    file: Option<File>,
+    lanes: Vec<[AtomicU64; 4]>,
+    /// The first error a worker met in this load.
+    error: Mutex<Option<std::io::Error>>,
 }
 
 /// Minor page faults of the whole process so far (getrusage).
@@ -549,9 +959,32 @@ struct Load {
     resident_before: f64,
 }
 
+/// Opens the file for a streaming loader, with its hint.
+fn open_for(path: &Path, hint: Hint) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    if hint == Hint::Direct {
+        o.custom_flags(libc::O_DIRECT);
+    }
+    let file = o.open(path)?;
+    if hint == Hint::Sequential {
+        // SAFETY: plain syscall on an open descriptor.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(file)
+}
+
 impl<'a> Runner<'a> {
-    fn new(key: &'static str, kind: Kind, ctx: &'a Ctx) -> Runner<'a> {
-        Runner {
+    fn new(key: &'static str, kind: Kind, ctx: &'a Ctx) -> std::io::Result<Runner<'a>> {
+        let file = match kind {
+            Kind::Stream(_, hint) => Some(open_for(&ctx.path, hint)?),
+            _ => None,
+        };
+        Ok(Runner {
             key,
             kind,
             ctx,
@@ -561,7 +994,10 @@ impl<'a> Runner<'a> {
             stop: AtomicBool::new(false),
             mapping: RwLock::new(None),
             barrier: Barrier::new(ctx.threads + 1),
-        }
+            file,
+            lanes: ctx.tensors.iter().map(|_| Default::default()).collect(),
+            error: Mutex::new(None),
+        })
     }
 
     /// The body of each of its `ctx.threads` worker threads.
@@ -572,23 +1008,48 @@ impl<'a> Runner<'a> {
             if self.stop.load(Relaxed) {
                 break;
             }
-            let map = self.mapping.read().unwrap();
-            let part =
-                work(self.kind, self.ctx, &self.pool, &self.next, map.as_ref().map(Mapping::bytes), &mut staging);
-            drop(map);
-            self.sum.fetch_add(part, Relaxed);
+            let result = match self.kind {
+                Kind::Stream(staging_kind, hint) => stream_work(
+                    staging_kind,
+                    hint,
+                    self.ctx,
+                    self.file.as_ref().unwrap_or(&self.ctx.file),
+                    &self.pool,
+                    &self.next,
+                    &self.lanes,
+                    &mut staging,
+                )
+                .map(|()| 0),
+                _ => {
+                    let map = self.mapping.read().unwrap();
+                    work(self.kind, self.ctx, &self.pool, &self.next, map.as_ref().map(Mapping::bytes), &mut staging)
+                }
+            };
+            match result {
+                Ok(part) => {
+                    self.sum.fetch_add(part, Relaxed);
+                }
+                Err(e) => {
+                    // Stop the others early: nothing left to take.
+                    self.next.store(usize::MAX / 2, Relaxed);
+                    self.error.lock().unwrap().get_or_insert(e);
+                }
+            }
             self.barrier.wait();
         }
     }
 
     /// One load of the whole file by its workers, timed from the main thread.
-    fn load(&self, evicted: bool) -> Load {
+    fn load(&self, evicted: bool) -> std::io::Result<Load> {
         if evicted {
-            evict(&self.ctx.file);
+            evict(&self.ctx.file)?;
         }
         let resident_before = resident_fraction(&self.ctx.file, self.ctx.file_len);
         self.next.store(0, Relaxed);
         self.sum.store(0, Relaxed);
+        for l in self.lanes.iter().flatten() {
+            l.store(0, Relaxed);
+        }
         let (a0, p0) = (ALLOCS.load(Relaxed), self.pool.system_allocations());
         let f0 = minor_faults();
         let start = Instant::now();
@@ -598,7 +1059,19 @@ impl<'a> Runner<'a> {
         self.barrier.wait(); // go
         self.barrier.wait(); // done
         self.mapping.write().unwrap().take(); // munmap
+        if let Kind::Stream(..) = self.kind {
+            let sum = self.ctx.tensors.iter().zip(&self.lanes).enumerate().fold(0u64, |acc, (i, (t, l))| {
+                acc.wrapping_add(tensor_term(i, finish_hash(t, l.each_ref().map(|a| a.load(Relaxed)))))
+            });
+            self.sum.store(sum, Relaxed);
+        }
         let ms = start.elapsed().as_secs_f64() * 1e3;
+        if let Some(e) = self.error.lock().unwrap().take() {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: loader {}: reading the tensors: {e}", self.ctx.path.display(), self.key),
+            ));
+        }
         let faults = minor_faults() - f0;
         let allocs = match (&self.pool, self.kind) {
             // ZeroPool maps its buffers itself; count those, not the
@@ -607,7 +1080,7 @@ impl<'a> Runner<'a> {
             (_, Kind::Mmap { .. }) => ALLOCS.load(Relaxed) - a0 + 1,
             _ => ALLOCS.load(Relaxed) - a0,
         };
-        Load { ms, allocs, faults, checksum: self.sum.load(Relaxed), resident_before }
+        Ok(Load { ms, allocs, faults, checksum: self.sum.load(Relaxed), resident_before })
     }
 
     /// Ends its workers (they wait at the barrier).
@@ -627,8 +1100,8 @@ struct MemoryPass {
     pin_failures: Option<u64>,
 }
 
-fn memory_pass(key: &'static str, kind: Kind, ctx: &Ctx, loads: usize, evicted: bool) -> MemoryPass {
-    let r = Runner::new(key, kind, ctx);
+fn memory_pass(key: &'static str, kind: Kind, ctx: &Ctx, loads: usize, evicted: bool) -> std::io::Result<MemoryPass> {
+    let r = Runner::new(key, kind, ctx)?;
     let state = if evicted { "evicted" } else { "warm" };
     std::thread::scope(|s| {
         let peak_ok = reset_peak_rss();
@@ -637,10 +1110,14 @@ fn memory_pass(key: &'static str, kind: Kind, ctx: &Ctx, loads: usize, evicted: 
             s.spawn(|| r.worker());
         }
         let mut out = MemoryPass { loads: vec![], peak_rss: None, held_rss: None, pool_idle: None, pin_failures: None };
-        for i in 0..loads {
-            eprint!("\r  [{state}, {} threads] memory pass: {key:<14} load {}/{loads}   ", ctx.threads, i + 1);
-            out.loads.push(r.load(evicted));
-        }
+        let mut loaded = || -> std::io::Result<()> {
+            for i in 0..loads {
+                eprint!("\r  [{state}, {} threads] memory pass: {key:<18} load {}/{loads}   ", ctx.threads, i + 1);
+                out.loads.push(r.load(evicted)?);
+            }
+            Ok(())
+        };
+        let result = loaded();
         // Measured with the workers (and their caches or buffers) alive:
         // what a process that keeps its loader around holds.
         let rss = status_kb("VmRSS:").map(|k| k * 1024);
@@ -652,7 +1129,7 @@ fn memory_pass(key: &'static str, kind: Kind, ctx: &Ctx, loads: usize, evicted: 
             PoolState::Zp(p) => {
                 let st = p.stats();
                 out.pool_idle = Some(st.pooled_bytes);
-                if kind == Kind::ZpPinned {
+                if matches!(kind, Kind::ZpPinned | Kind::Stream(Staging::ZpPinned, _)) {
                     out.pin_failures = Some(st.pin_failures);
                 }
             }
@@ -664,7 +1141,7 @@ fn memory_pass(key: &'static str, kind: Kind, ctx: &Ctx, loads: usize, evicted: 
             PoolState::None => {}
         }
         r.finish();
-        out
+        result.map(|()| out)
     })
 }
 
@@ -672,8 +1149,14 @@ fn memory_pass(key: &'static str, kind: Kind, ctx: &Ctx, loads: usize, evicted: 
 /// untimed load each to warm them, then `rounds` rounds in which every
 /// loader loads once, in an order that rotates, so that whatever else the
 /// machine is doing falls on all loaders alike. Returns each loader's loads.
-fn timing_pass(loaders: &[(&'static str, Kind)], ctx: &Ctx, rounds: usize, evicted: bool) -> Vec<Vec<Load>> {
-    let runners: Vec<Runner> = loaders.iter().map(|&(key, kind)| Runner::new(key, kind, ctx)).collect();
+fn timing_pass(
+    loaders: &[(&'static str, Kind)],
+    ctx: &Ctx,
+    rounds: usize,
+    evicted: bool,
+) -> std::io::Result<Vec<Vec<Load>>> {
+    let runners: Vec<Runner> =
+        loaders.iter().map(|&(key, kind)| Runner::new(key, kind, ctx)).collect::<Result<_, _>>()?;
     let state = if evicted { "evicted" } else { "warm" };
     std::thread::scope(|s| {
         for r in &runners {
@@ -681,18 +1164,22 @@ fn timing_pass(loaders: &[(&'static str, Kind)], ctx: &Ctx, rounds: usize, evict
                 s.spawn(|| r.worker());
             }
         }
-        for r in &runners {
-            eprint!("\r  [{state}, {} threads] timing pass: warming {:<14}      ", ctx.threads, r.key);
-            r.load(evicted);
-        }
-        let mut out: Vec<Vec<Load>> = runners.iter().map(|_| vec![]).collect();
-        for round in 0..rounds {
-            eprint!("\r  [{state}, {} threads] timing pass: round {}/{rounds}                ", ctx.threads, round + 1);
-            for k in 0..runners.len() {
-                let i = (round + k) % runners.len();
-                out[i].push(runners[i].load(evicted));
+        let timed = || -> std::io::Result<Vec<Vec<Load>>> {
+            for r in &runners {
+                eprint!("\r  [{state}, {} threads] timing pass: warming {:<18}      ", ctx.threads, r.key);
+                r.load(evicted)?;
             }
-        }
+            let mut out: Vec<Vec<Load>> = runners.iter().map(|_| vec![]).collect();
+            for round in 0..rounds {
+                eprint!("\r  [{state}, {} threads] timing pass: round {}/{rounds}                    ", ctx.threads, round + 1);
+                for k in 0..runners.len() {
+                    let i = (round + k) % runners.len();
+                    out[i].push(runners[i].load(evicted)?);
+                }
+            }
+            Ok(out)
+        };
+        let out = timed();
         for r in &runners {
             r.finish();
         }
@@ -715,15 +1202,17 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// The checksum every loader must reproduce: one thread, plain reads.
-fn reference_checksum(ctx: &Ctx) -> u64 {
+fn reference_checksum(ctx: &Ctx) -> std::io::Result<u64> {
     let mut sum = 0u64;
     for (i, t) in ctx.tensors.iter().enumerate() {
         let mut buf = vec![0u8; t.len];
-        ctx.file.read_exact_at(&mut buf, t.offset).expect("read tensor");
+        ctx.file.read_exact_at(&mut buf, t.offset).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: tensor `{}`: cannot read its data: {e}", ctx.path.display(), t.name))
+        })?;
         let mut dst = vec![0u8; t.out_len()];
         sum = sum.wrapping_add(tensor_term(i, convert(t, &buf, &mut dst)));
     }
-    sum
+    Ok(sum)
 }
 
 // ---------------------------------------------------------------------------
@@ -743,6 +1232,9 @@ struct Opts {
     warm: bool,
     evicted: bool,
     loaders: Vec<String>,
+    /// The streaming loaders' chunk (bytes per read) and work item size.
+    chunk: usize,
+    piece: usize,
     json: bool,
     markdown: bool,
     update_readme: Option<PathBuf>,
@@ -761,7 +1253,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         memory_loads: 3,
         warm: true,
         evicted: true,
-        loaders: LOADERS.iter().map(|l| l.0.to_string()).collect(),
+        loaders: LOADERS.iter().filter(|l| l.3).map(|l| l.0.to_string()).collect(),
+        chunk: DEFAULT_CHUNK,
+        piece: 0,
         json: false,
         markdown: false,
         update_readme: None,
@@ -774,6 +1268,22 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut it = args.iter();
     let num = |v: Option<&String>, name: &str| -> Result<usize, String> {
         v.and_then(|s| s.parse().ok()).filter(|&n| n > 0).ok_or(format!("{name} needs a positive number"))
+    };
+    // Bytes, with an optional K or M suffix (KiB, MiB); whole elements and
+    // hash groups (`PIECE_ALIGN`).
+    let size = |v: Option<&String>, name: &str| -> Result<usize, String> {
+        let err = || format!("{name} needs a size in bytes (K, M suffixes allowed), a multiple of {PIECE_ALIGN}");
+        let v = v.ok_or_else(err)?;
+        let (digits, unit) = match v.strip_suffix(['K', 'k']) {
+            Some(d) => (d, 1024),
+            None => v.strip_suffix(['M', 'm']).map_or((v.as_str(), 1), |d| (d, MIB)),
+        };
+        digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .filter(|&n| n > 0 && n % PIECE_ALIGN == 0)
+            .ok_or_else(err)
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -799,6 +1309,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                     return Err(format!("unknown loader {bad}; known: {}", known.join(",")));
                 }
             }
+            "--chunk" => o.chunk = size(it.next(), "--chunk")?,
+            "--piece" => o.piece = size(it.next(), "--piece")?,
             "--model" => {
                 o.model =
                     it.next().filter(|m| *m == "gpt2" || *m == "tiny").ok_or("--model takes gpt2 or tiny")?.clone()
@@ -811,6 +1323,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s => o.path = Some(s.into()),
         }
+    }
+    if o.piece == 0 {
+        o.piece = o.chunk * DEFAULT_PIECE_CHUNKS;
+    }
+    if o.piece % o.chunk != 0 {
+        return Err("--piece must be a multiple of --chunk".into());
     }
     Ok(o)
 }
@@ -887,8 +1405,17 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
             (p, true)
         }
     };
-    let tensors = read_index(&path)?;
-    let file = File::open(&path)?;
+    let result = measure_file(o, &path, synthetic);
+    if synthetic {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    result
+}
+
+/// `measure` on one file.
+fn measure_file(o: &Opts, path: &Path, synthetic: bool) -> std::io::Result<Value> {
+    let tensors = read_index(path).map_err(std::io::Error::other)?;
+    let file = File::open(path)?;
     let file_len = file.metadata()?.len() as usize;
     let total: usize = tensors.iter().map(|t| t.len).sum();
     let largest = tensors.iter().map(|t| t.len).max().unwrap_or(0);
@@ -901,18 +1428,22 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
         o.threads
     );
     // The destination model: allocated and touched once, outside the timings.
-    let dest = tensors
-        .iter()
-        .map(|t| {
-            let mut v = vec![0u8; t.out_len()];
-            v.fill(1);
-            Mutex::new(v)
-        })
-        .collect();
-    let mut ctx = Ctx { budget: 0, file, file_len, tensors, dest, threads: 1 };
+    let dest = Dest::new(&tensors);
+    let items = work_items(&tensors, o.piece);
+    let mut ctx = Ctx {
+        path: path.to_path_buf(),
+        budget: 0,
+        file,
+        file_len,
+        tensors,
+        dest,
+        threads: 1,
+        chunk: o.chunk,
+        items,
+    };
     let load_before = loadavg();
     eprintln!("  reference checksum (one thread, plain reads; also warms the cache)...");
-    let reference = reference_checksum(&ctx);
+    let reference = reference_checksum(&ctx)?;
 
     let mut results = Vec::new();
     let runs: Vec<(usize, bool)> = o
@@ -929,16 +1460,18 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
         let rounds = if evicted { o.evicted_rounds } else { o.rounds };
         if !evicted {
             // Warm the cache again (an evicted section may have run before).
-            let _ = reference_checksum(&ctx);
+            reference_checksum(&ctx)?;
         }
-        let selected: Vec<&(&'static str, Kind, &str)> =
+        let selected: Vec<&(&'static str, Kind, &str, bool)> =
             LOADERS.iter().filter(|l| o.loaders.iter().any(|k| k == l.0)).collect();
-        let mem: Vec<MemoryPass> =
-            selected.iter().map(|l| memory_pass(l.0, l.1, &ctx, o.memory_loads, evicted)).collect();
+        let mem: Vec<MemoryPass> = selected
+            .iter()
+            .map(|l| memory_pass(l.0, l.1, &ctx, o.memory_loads, evicted))
+            .collect::<Result<_, _>>()?;
         eprintln!();
         let keys: Vec<(&'static str, Kind)> = selected.iter().map(|l| (l.0, l.1)).collect();
-        let timed = timing_pass(&keys, &ctx, rounds, evicted);
-        for ((&&(key, _, name), m), t) in selected.iter().zip(&mem).zip(&timed) {
+        let timed = timing_pass(&keys, &ctx, rounds, evicted)?;
+        for ((&&(key, _, name, _), m), t) in selected.iter().zip(&mem).zip(&timed) {
             let times: Vec<f64> = t.iter().map(|l| l.ms).collect();
             let med = median(&times);
             let checksums: Vec<u64> = m.loads.iter().chain(t).map(|l| l.checksum).collect();
@@ -976,9 +1509,6 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
             }));
         }
     }
-    if synthetic {
-        std::fs::remove_dir_all(&temp)?;
-    }
     let auto = AutoConfig::detect();
     let mut machine = machine();
     machine["loadavg_before"] = json!(load_before);
@@ -993,6 +1523,8 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
             "largest_bytes": largest,
         },
         "threads": o.threads,
+        "chunk_bytes": o.chunk,
+        "piece_bytes": o.piece,
         "rounds": {"warm": o.rounds, "evicted": o.evicted_rounds, "memory_loads": o.memory_loads},
         "zeropool_auto": {"tls_cache_size": auto.tls_cache_size, "num_shards": auto.num_shards, "max_buffers_per_shard": auto.max_buffers_per_shard},
         "reference_checksum": format!("{reference:016x}"),
