@@ -77,15 +77,20 @@ const DEFAULT_PIECE_CHUNKS: usize = 1;
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// The largest single request so far (the bad-file tests check that no
+/// size a header claims is allocated before it is checked).
+static LARGEST_ALLOC: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards every call to `System` unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
+        LARGEST_ALLOC.fetch_max(layout.size(), Relaxed);
         System.alloc(layout)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
+        LARGEST_ALLOC.fetch_max(layout.size(), Relaxed);
         System.alloc_zeroed(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -94,6 +99,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > layout.size() {
             ALLOCS.fetch_add(1, Relaxed);
+            LARGEST_ALLOC.fetch_max(new_size, Relaxed);
         }
         System.realloc(ptr, layout, new_size)
     }
@@ -541,6 +547,8 @@ enum Staging {
     Zp,
     /// `BufferPool::builder().pinned_memory(true)`, otherwise default.
     ZpPinned,
+    /// `BufferPool::builder().zeroing(Zeroing::Never)`, otherwise default.
+    ZpNever,
 }
 
 /// How a streaming loader reads: what it tells the kernel.
@@ -590,7 +598,9 @@ const LOADERS: &[(&str, Kind, &str, bool)] = &[
     ("vec-chunk", Kind::Stream(Staging::Vec, STREAM_HINT), "streamed: one chunk `Vec` per worker", true),
     ("zp-stream", Kind::Stream(Staging::Zp, STREAM_HINT), "streamed: ZeroPool `new()` chunks (`Always`)", true),
     ("zp-stream-pinned", Kind::Stream(Staging::ZpPinned, STREAM_HINT), "streamed: ZeroPool chunks, pinned", true),
-    // The read-ahead experiments (`--loaders` only; the README reports them).
+    // Experiments (`--loaders` only; the README reports them): zeroing's
+    // share, and read-ahead.
+    ("zp-stream-never", Kind::Stream(Staging::ZpNever, STREAM_HINT), "streamed: ZeroPool chunks, `Never`", false),
     ("zp-stream-plain", Kind::Stream(Staging::Zp, Hint::Plain), "streamed: ZeroPool, plain `pread`", false),
     ("zp-stream-seq", Kind::Stream(Staging::Zp, Hint::Sequential), "streamed: ZeroPool, `FADV_SEQUENTIAL`", false),
     ("zp-stream-willneed", Kind::Stream(Staging::Zp, Hint::WillNeed), "streamed: ZeroPool, `FADV_WILLNEED` next chunk", false),
@@ -675,6 +685,27 @@ struct Ctx {
     items: Vec<Item>,
 }
 
+impl Ctx {
+    /// Checks the file's index and allocates the destination model (touched
+    /// once, outside the timings).
+    fn open(path: &Path, chunk: usize, piece: usize) -> std::io::Result<Ctx> {
+        let tensors = read_index(path).map_err(std::io::Error::other)?;
+        let file = File::open(path)?;
+        let file_len = file.metadata()?.len() as usize;
+        Ok(Ctx {
+            path: path.to_path_buf(),
+            dest: Dest::new(&tensors),
+            items: work_items(&tensors, piece),
+            tensors,
+            file,
+            file_len,
+            threads: 1,
+            budget: 0,
+            chunk,
+        })
+    }
+}
+
 /// The idle budget of the tuned ZeroPool rows: room for every worker to
 /// keep one buffer of each power-of-two class the file's tensors use.
 fn tuned_budget(tensors: &[Tensor], threads: usize) -> usize {
@@ -712,6 +743,9 @@ impl PoolState {
             Kind::ZpDefault | Kind::Stream(Staging::Zp, _) => PoolState::Zp(BufferPool::new()),
             Kind::Stream(Staging::ZpPinned, _) => {
                 PoolState::Zp(BufferPool::builder().pinned_memory(true).build().expect("valid configuration"))
+            }
+            Kind::Stream(Staging::ZpNever, _) => {
+                PoolState::Zp(BufferPool::builder().zeroing(Zeroing::Never).build().expect("valid configuration"))
             }
             Kind::Zp(z) => PoolState::Zp(tuned(z, false)),
             Kind::ZpPinned => PoolState::Zp(tuned(Zeroing::Always, true)),
@@ -858,6 +892,7 @@ fn stream_work(
     pool: &PoolState,
     next: &AtomicUsize,
     lanes: &[[AtomicU64; 4]],
+    reads: &AtomicUsize,
     own: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     let chunk = ctx.chunk;
@@ -907,6 +942,7 @@ fn stream_work(
                 }
                 _ => unreachable!("streaming loader without its pool"),
             };
+            reads.fetch_add(1, Relaxed);
             for (lane, v) in lanes[item.tensor].iter().zip(part) {
                 if v != 0 {
                     lane.fetch_xor(v, Relaxed);
@@ -934,6 +970,8 @@ struct Runner<'a> {
     /// hints are theirs), and each tensor's hash lanes for this load.
     file: Option<File>,
     lanes: Vec<[AtomicU64; 4]>,
+    /// Streaming loaders: chunks read in this load.
+    reads: AtomicUsize,
     /// The first error a worker met in this load.
     error: Mutex<Option<std::io::Error>>,
 }
@@ -996,6 +1034,7 @@ impl<'a> Runner<'a> {
             barrier: Barrier::new(ctx.threads + 1),
             file,
             lanes: ctx.tensors.iter().map(|_| Default::default()).collect(),
+            reads: AtomicUsize::new(0),
             error: Mutex::new(None),
         })
     }
@@ -1017,6 +1056,7 @@ impl<'a> Runner<'a> {
                     &self.pool,
                     &self.next,
                     &self.lanes,
+                    &self.reads,
                     &mut staging,
                 )
                 .map(|()| 0),
@@ -1047,6 +1087,7 @@ impl<'a> Runner<'a> {
         let resident_before = resident_fraction(&self.ctx.file, self.ctx.file_len);
         self.next.store(0, Relaxed);
         self.sum.store(0, Relaxed);
+        self.reads.store(0, Relaxed);
         for l in self.lanes.iter().flatten() {
             l.store(0, Relaxed);
         }
@@ -1239,6 +1280,8 @@ struct Opts {
     markdown: bool,
     update_readme: Option<PathBuf>,
     from_json: Option<PathBuf>,
+    /// Write the synthetic file there and stop.
+    write: Option<PathBuf>,
     /// The command line, as the report states it.
     command: String,
 }
@@ -1260,6 +1303,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         markdown: false,
         update_readme: None,
         from_json: None,
+        write: None,
         command: std::iter::once("cargo run --release --example checkpoint_load".to_string())
             .chain((!args.is_empty()).then(|| format!("-- {}", args.join(" "))))
             .collect::<Vec<_>>()
@@ -1319,6 +1363,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--markdown" => o.markdown = true,
             "--update-readme" => o.update_readme = Some(it.next().ok_or("--update-readme needs a file")?.into()),
             "--from-json" => o.from_json = Some(it.next().ok_or("--from-json needs a file")?.into()),
+            "--write" => o.write = Some(it.next().ok_or("--write needs a file")?.into()),
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s => o.path = Some(s.into()),
@@ -1414,33 +1459,17 @@ fn measure(o: &Opts) -> std::io::Result<Value> {
 
 /// `measure` on one file.
 fn measure_file(o: &Opts, path: &Path, synthetic: bool) -> std::io::Result<Value> {
-    let tensors = read_index(path).map_err(std::io::Error::other)?;
-    let file = File::open(path)?;
-    let file_len = file.metadata()?.len() as usize;
-    let total: usize = tensors.iter().map(|t| t.len).sum();
-    let largest = tensors.iter().map(|t| t.len).max().unwrap_or(0);
+    let mut ctx = Ctx::open(path, o.chunk, o.piece)?;
+    let total: usize = ctx.tensors.iter().map(|t| t.len).sum();
+    let largest = ctx.tensors.iter().map(|t| t.len).max().unwrap_or(0);
     eprintln!(
         "{}: {} tensors, {:.1} MB, largest {:.1} MB; {:?} worker threads",
         path.display(),
-        tensors.len(),
+        ctx.tensors.len(),
         total as f64 / 1e6,
         largest as f64 / 1e6,
         o.threads
     );
-    // The destination model: allocated and touched once, outside the timings.
-    let dest = Dest::new(&tensors);
-    let items = work_items(&tensors, o.piece);
-    let mut ctx = Ctx {
-        path: path.to_path_buf(),
-        budget: 0,
-        file,
-        file_len,
-        tensors,
-        dest,
-        threads: 1,
-        chunk: o.chunk,
-        items,
-    };
     let load_before = loadavg();
     eprintln!("  reference checksum (one thread, plain reads; also warms the cache)...");
     let reference = reference_checksum(&ctx)?;
@@ -1741,26 +1770,50 @@ fn update_readme(path: &Path, md: &str) -> std::io::Result<()> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    real_main(std::env::args().skip(1).collect())
+}
+
+/// The whole program; exits with 1 on any error (one line on stderr), 2 on
+/// a bad command line.
+fn real_main(args: Vec<String>) {
     let o = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
             if !e.is_empty() {
                 eprintln!("checkpoint_load: {e}");
             }
-            eprintln!("usage: checkpoint_load [FILE.safetensors] [--threads N] [--rounds N] [--evicted-rounds N] [--memory-loads N] [--cache warm|evicted|both] [--loaders a,b] [--model gpt2|tiny] [--json] [--markdown] [--update-readme FILE] [--from-json FILE]");
+            eprintln!(
+                "usage: checkpoint_load [FILE.safetensors] [--threads N[,M..]] [--rounds N] [--evicted-rounds N] \
+                 [--memory-loads N] [--cache warm|evicted|both] [--loaders a,b] [--chunk BYTES] [--piece BYTES] \
+                 [--model gpt2|tiny] [--json] [--markdown] [--update-readme FILE] [--from-json FILE] [--write FILE]"
+            );
             std::process::exit(2);
         }
     };
-    let report = match &o.from_json {
-        Some(p) => {
-            serde_json::from_str(&std::fs::read_to_string(p).expect("read --from-json file")).expect("a --json report")
-        }
-        None => measure(&o).unwrap_or_else(|e| {
-            eprintln!("checkpoint_load: {e}");
-            std::process::exit(1)
-        }),
+    let fail = |e: String| -> ! {
+        eprintln!("checkpoint_load: {e}");
+        std::process::exit(1)
     };
+    if let Some(p) = &o.write {
+        if let Err(e) = write_synthetic(p, &o.model) {
+            fail(format!("{}: {e}", p.display()));
+        }
+        return;
+    }
+    let report: Value = match &o.from_json {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| format!("not a --json report: {e}")))
+            .unwrap_or_else(|e| fail(format!("{}: {e}", p.display()))),
+        None => measure(&o).unwrap_or_else(|e| fail(e.to_string())),
+    };
+    let mismatched: Vec<String> = report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["checksums_match"] != true)
+        .map(|r| format!("{} ({}, {} threads)", r["loader"].as_str().unwrap_or("?"), r["cache"], r["threads"]))
+        .collect();
     let md = markdown(&report);
     if o.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
@@ -1768,23 +1821,23 @@ fn main() {
     if o.markdown || (!o.json && o.update_readme.is_none()) {
         println!("{md}");
     }
-    if let Some(p) = &o.update_readme {
-        update_readme(p, &md).unwrap_or_else(|e| {
-            eprintln!("checkpoint_load: {e}");
-            std::process::exit(1)
-        });
-        eprintln!("updated {}", p.display());
+    if !mismatched.is_empty() {
+        let which = mismatched.join(", ");
+        if let Some(p) = &o.update_readme {
+            fail(format!("checksum mismatch in {which}: {} left as it was", p.display()));
+        }
+        fail(format!("checksum mismatch in {which}"));
     }
-    let bad = report["results"].as_array().into_iter().flatten().filter(|r| r["checksums_match"] != true).count();
-    if bad > 0 {
-        eprintln!("checkpoint_load: {bad} loader(s) produced a different checksum");
-        std::process::exit(1);
+    if let Some(p) = &o.update_readme {
+        update_readme(p, &md).unwrap_or_else(|e| fail(e.to_string()));
+        eprintln!("updated {}", p.display());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn bf16_rounds_to_nearest_even() {
@@ -1798,15 +1851,33 @@ mod tests {
         assert_eq!(bf16(0x7f7f_ffff), 0x7f80); // the largest float rounds to infinity
     }
 
-    /// Every loader, both cache states, on a few MB: the same checksum.
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Every loader, the read-ahead experiments included, both cache
+    /// states, on a few MB: the same checksum.
     #[test]
     fn every_loader_produces_the_same_checksum() {
-        let args: Vec<String> =
-            ["--model", "tiny", "--threads", "2", "--rounds", "1", "--evicted-rounds", "1", "--memory-loads", "2"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        let o = parse(&args).unwrap();
+        let all: Vec<&str> = LOADERS.iter().map(|l| l.0).collect();
+        let all = all.join(",");
+        let o = parse(&args(&[
+            "--model",
+            "tiny",
+            "--threads",
+            "2",
+            "--rounds",
+            "1",
+            "--evicted-rounds",
+            "1",
+            "--memory-loads",
+            "2",
+            "--chunk",
+            "64K",
+            "--loaders",
+            &all,
+        ]))
+        .unwrap();
         let report = measure(&o).unwrap();
         let results = report["results"].as_array().unwrap();
         assert_eq!(results.len(), 2 * LOADERS.len());
@@ -1822,5 +1893,300 @@ mod tests {
         // The rendering works on the same report.
         let md = markdown(&report);
         assert!(md.contains("fresh `vec![0; n]` per tensor") && md.contains("evicted"));
+        assert!(md.contains("Every loader's checksum"), "the sentence comes from the results");
+    }
+
+    /// A temporary directory of its own per test.
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zeropool-ckpt-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A safetensors file: the 8-byte length, `header`, `data`.
+    fn file_with(dir: &Path, name: &str, header: &[u8], data: &[u8]) -> PathBuf {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(data);
+        raw_file(dir, name, &bytes)
+    }
+
+    fn raw_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// (name, dtype, shape, bytes) in order, packed; the header says where.
+    fn safetensors(dir: &Path, name: &str, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> PathBuf {
+        let mut header = serde_json::Map::new();
+        header.insert("__metadata__".into(), json!({"format": "pt"}));
+        let mut data = Vec::new();
+        for (n, dtype, shape, bytes) in tensors {
+            header.insert(n.to_string(), json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}));
+            data.extend_from_slice(bytes);
+        }
+        file_with(dir, name, &serde_json::to_vec(&Value::Object(header)).unwrap(), &data)
+    }
+
+    /// Runs the program's `main` in a child process (this test binary,
+    /// re-executed to run only `child_main`, which reads the arguments from
+    /// the environment): its exit status and stderr.
+    fn run_main(a: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["tests::child_main", "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env("CHECKPOINT_LOAD_MAIN_ARGS", a.join("\u{1f}"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[test]
+    fn child_main() {
+        if let Ok(a) = std::env::var("CHECKPOINT_LOAD_MAIN_ARGS") {
+            real_main(a.split('\u{1f}').map(String::from).collect());
+            std::process::exit(0);
+        }
+    }
+
+    /// One bad file: `read_index` fails with a message naming the file and
+    /// `tensor` (if any) and containing `problem`, without allocating what
+    /// the header claims; and the program itself says that in one line on
+    /// stderr and exits with status 1, without panicking.
+    fn rejects(path: &Path, tensor: Option<&str>, problem: &str) {
+        let err = read_index(path).expect_err("a bad file must be refused");
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(err.contains(name), "{err:?} does not name the file");
+        if let Some(t) = tensor {
+            assert!(err.contains(&format!("tensor `{t}`")), "{err:?} does not name tensor {t}");
+        }
+        assert!(err.contains(problem), "{err:?} does not say {problem:?}");
+        assert!(!err.contains('\n'), "{err:?} is more than one line");
+        // Every claim in these files is 64 MB or more; the tests that run
+        // beside this one allocate at most a few MB at a time.
+        assert!(LARGEST_ALLOC.load(Relaxed) < 48 * MIB, "allocated what a header claimed");
+
+        let (code, stderr) = run_main(&[path.to_str().unwrap(), "--cache", "warm", "--rounds", "1"]);
+        assert_eq!(code, Some(1), "exit status for {name}; stderr: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines, [format!("checkpoint_load: {err}")], "stderr for {name}");
+    }
+
+    fn f32s(n: usize) -> Vec<u8> {
+        (0..n).flat_map(|i| (i as f32 * 0.25 - 3.0).to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn bad_files_are_one_line_each_and_exit_1() {
+        let d = temp_dir("bad");
+        let big = 64 * MIB as u64;
+        rejects(&raw_file(&d, "empty.safetensors", b""), None, "empty file");
+        rejects(&raw_file(&d, "short.safetensors", b"\x05\0\0"), None, "too short");
+        // The header length claims 64 MB and then 1 TB of a 20-byte file.
+        let mut claim = big.to_le_bytes().to_vec();
+        claim.extend_from_slice(b"{\"a\":1}");
+        rejects(&raw_file(&d, "header-past-end.safetensors", &claim), None, "runs past the end of the file");
+        let mut claim = (1u64 << 40).to_le_bytes().to_vec();
+        claim.extend_from_slice(b"{}");
+        rejects(&raw_file(&d, "header-huge.safetensors", &claim), None, "runs past the end of the file");
+        rejects(&file_with(&d, "not-json.safetensors", b"{\"a\": [1, 2", &[]), None, "is not JSON");
+        rejects(&file_with(&d, "not-object.safetensors", b"[1, 2, 3]", &[]), None, "not an object");
+        // Offsets out of range: a claim of 64 MB, and of almost 2^64 bytes.
+        let h = format!(r#"{{"w": {{"dtype": "F32", "shape": [{}], "data_offsets": [0, {big}]}}}}"#, big / 4);
+        rejects(&file_with(&d, "offsets-past-end.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "run past the end");
+        let h = r#"{"w": {"dtype": "U8", "shape": [1], "data_offsets": [18446744073709551614, 18446744073709551615]}}"#;
+        rejects(&file_with(&d, "offsets-huge.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "run past the end");
+        let h = r#"{"w": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}}"#;
+        rejects(&file_with(&d, "offsets-reversed.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "end before");
+        let h = r#"{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                    "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}"#;
+        rejects(&file_with(&d, "overlap.safetensors", h.as_bytes(), &f32s(6)), Some("b"), "overlap");
+        let h = r#"{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}"#;
+        rejects(&file_with(&d, "shape-mismatch.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "needs 12");
+        let h = r#"{"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 16]}}"#;
+        rejects(&file_with(&d, "shape-overflow.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "more than 2^64");
+        let h = r#"{"w": {"dtype": "F33", "shape": [4], "data_offsets": [0, 16]}}"#;
+        rejects(&file_with(&d, "unknown-dtype.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "unknown dtype \"F33\"");
+        let h = r#"{"w": {"dtype": "F32", "shape": [4]}}"#;
+        rejects(&file_with(&d, "no-offsets.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "data_offsets");
+        // Truncated: a good file cut in the middle of its last tensor.
+        let good = safetensors(&d, "good.safetensors", &[("a", "F32", vec![8], f32s(8)), ("b", "F32", vec![8], f32s(8))]);
+        assert_eq!(read_index(&good).unwrap().len(), 2);
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = raw_file(&d, "truncated.safetensors", &bytes[..bytes.len() - 10]);
+        rejects(&cut, Some("b"), "truncated");
+        // A file that does not exist: one line too.
+        let (code, stderr) = run_main(&[d.join("missing.safetensors").to_str().unwrap()]);
+        assert_eq!(code, Some(1));
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("missing.safetensors") && !stderr.contains("panicked"), "{stderr}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A deterministic byte pattern (xorshift).
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Pieces of any aligned size, converted in any order, give the bytes
+    /// and the hash of the whole tensor converted at once.
+    #[test]
+    fn pieces_add_up_to_the_whole_tensor() {
+        for (f32, len) in [(true, 0), (true, 4), (true, 28), (true, 32), (true, 36), (true, 4000), (true, 4132), (false, 13), (false, 96), (false, 1001)] {
+            let t = Tensor { name: "t".into(), offset: 0, len, f32 };
+            let src = noise(len, len as u64 + 7);
+            let mut whole = vec![0u8; t.out_len()];
+            let expect = convert(&t, &src, &mut whole);
+            for piece in [32, 64, 96, 4096] {
+                let mut dst = vec![0xaau8; t.out_len()];
+                let mut lanes = [0u64; 4];
+                let starts: Vec<usize> = (0..len).step_by(piece).collect();
+                // Last piece first: order must not matter.
+                for &s in starts.iter().rev() {
+                    let e = len.min(s + piece);
+                    let (ds, de) = if f32 { (s / 2, e / 2) } else { (s, e) };
+                    let part = convert_piece(&t, s, &src[s..e], &mut dst[ds..de]);
+                    for k in 0..4 {
+                        lanes[k] ^= part[k];
+                    }
+                }
+                assert_eq!(dst, whole, "bytes, f32 {f32}, len {len}, piece {piece}");
+                assert_eq!(finish_hash(&t, lanes), expect, "hash, f32 {f32}, len {len}, piece {piece}");
+            }
+        }
+    }
+
+    #[test]
+    fn large_tensors_are_split_into_pieces_small_ones_are_one() {
+        let t = |len| Tensor { name: String::new(), offset: 0, len, f32: true };
+        let items = work_items(&[t(100), t(0), t(154_389_504), t(MIB)], MIB);
+        assert_eq!(items.len(), 1 + 148 + 1);
+        assert_eq!((items[0].tensor, items[0].start, items[0].end), (0, 0, 100));
+        assert!(items[1..149].iter().all(|i| i.tensor == 2 && i.end - i.start <= MIB));
+        assert_eq!(items[148].end, 154_389_504);
+        assert_eq!((items[149].tensor, items[149].end), (3, MIB));
+    }
+
+    /// The streaming loaders on a small file whose tensors are smaller
+    /// than, equal to and larger than a chunk, with chunk boundaries inside
+    /// runs of elements and a last partial chunk; items of two chunks. The
+    /// destination must hold exactly the reference conversion, the checksum
+    /// must match, and each tensor takes ceil(len / chunk) reads.
+    #[test]
+    fn streaming_writes_every_byte_where_it_belongs() {
+        let d = temp_dir("stream");
+        let chunk = 96;
+        let tensors = [
+            ("a", "F32", vec![1], f32s(1)),
+            ("b", "F32", vec![7], f32s(7)),
+            ("c", "F32", vec![24], f32s(24)), // exactly a chunk
+            ("d", "F32", vec![25], f32s(25)), // a chunk and one element
+            ("e", "I8", vec![13], noise(13, 3)),
+            ("f", "F16", vec![61], noise(122, 5)),
+            ("g", "F32", vec![0], vec![]),
+            ("h", "F32", vec![3, 337], noise(3 * 337 * 4, 9)),
+            ("i", "BF16", vec![250], noise(500, 11)),
+        ];
+        let path = safetensors(&d, "small.safetensors", &tensors);
+        for staging in [Staging::Vec, Staging::Zp, Staging::ZpPinned, Staging::ZpNever] {
+            for hint in [Hint::Plain, Hint::Sequential, Hint::WillNeed] {
+                for threads in [1, 3] {
+                    let mut ctx = Ctx::open(&path, chunk, 2 * chunk).unwrap();
+                    ctx.threads = threads;
+                    let reference = reference_checksum(&ctx).unwrap();
+                    let r = Runner::new("test", Kind::Stream(staging, hint), &ctx).unwrap();
+                    let (load, reads) = std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            s.spawn(|| r.worker());
+                        }
+                        let load = r.load(false);
+                        let reads = r.reads.load(Relaxed);
+                        r.finish();
+                        (load.unwrap(), reads)
+                    });
+                    let what = format!("{staging:?} {hint:?} {threads} threads");
+                    assert_eq!(load.checksum, reference, "{what}");
+                    let expect_reads: usize = ctx.tensors.iter().map(|t| t.len.div_ceil(chunk)).sum();
+                    assert_eq!(reads, expect_reads, "{what}");
+                    for (i, t) in ctx.tensors.iter().enumerate() {
+                        let mut src = vec![0u8; t.len];
+                        ctx.file.read_exact_at(&mut src, t.offset).unwrap();
+                        let mut want = vec![0u8; t.out_len()];
+                        convert(t, &src, &mut want);
+                        // SAFETY: no load is running.
+                        let got = unsafe { ctx.dest.range(i, 0, t.out_len()) };
+                        assert!(got == &want[..], "{what}: tensor {} differs", t.name);
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A read that fails during a load (the file shrank after its index was
+    /// read) is an error naming the loader, not a panic or a hang.
+    #[test]
+    fn a_file_that_shrinks_during_the_load_is_an_error() {
+        let d = temp_dir("shrink");
+        let path = safetensors(&d, "shrinks.safetensors", &[("a", "F32", vec![1000], f32s(1000))]);
+        let mut ctx = Ctx::open(&path, 256, 256).unwrap();
+        ctx.threads = 2;
+        let file_len = ctx.file_len;
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(file_len as u64 - 100).unwrap();
+        for (key, kind) in [("reused-vec", Kind::ReusedVec), ("zp-stream", Kind::Stream(Staging::Zp, Hint::Plain))] {
+            let r = Runner::new(key, kind, &ctx).unwrap();
+            let load = std::thread::scope(|s| {
+                for _ in 0..ctx.threads {
+                    s.spawn(|| r.worker());
+                }
+                let load = r.load(false);
+                r.finish();
+                load
+            });
+            let err = load.err().expect("a short read is an error").to_string();
+            assert!(err.contains("shrinks.safetensors") && err.contains(key), "{err}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// `--update-readme` does not write a run with a checksum mismatch.
+    #[test]
+    fn update_readme_refuses_a_mismatch() {
+        let d = temp_dir("readme");
+        let readme = d.join("README.md");
+        let before = format!("intro\n{BEGIN}\nold\n{END}\nrest\n");
+        std::fs::write(&readme, &before).unwrap();
+        let report = json!({
+            "command": "x", "machine": {}, "file": {}, "rounds": {}, "zeropool_auto": {},
+            "results": [
+                {"threads": 2, "cache": "warm", "loader": "mmap", "name": "`mmap`", "median_ms": 1.0, "checksums_match": true},
+                {"threads": 2, "cache": "warm", "loader": "zp-stream", "name": "zp", "median_ms": 1.0, "checksums_match": false},
+            ],
+        });
+        let json = d.join("r.json");
+        std::fs::write(&json, report.to_string()).unwrap();
+        let (code, stderr) =
+            run_main(&["--from-json", json.to_str().unwrap(), "--update-readme", readme.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("checksum mismatch in zp-stream"), "{stderr}");
+        assert_eq!(std::fs::read_to_string(&readme).unwrap(), before, "the README was written");
+        // The same report with every checksum matching is written, and says so.
+        let ok = report.to_string().replace("false", "true");
+        std::fs::write(&json, ok).unwrap();
+        let (code, stderr) =
+            run_main(&["--from-json", json.to_str().unwrap(), "--update-readme", readme.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{stderr}");
+        let after = std::fs::read_to_string(&readme).unwrap();
+        assert!(after.contains("Every loader's checksum") && after.starts_with("intro\n") && after.ends_with("rest\n"));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
