@@ -309,7 +309,11 @@ fn read_index(path: &Path) -> Result<Vec<Tensor>, String> {
                 need.map_or("more than 2^64".into(), |n| n.to_string())
             )));
         }
-        tensors.push((start, end, Tensor { name: name.clone(), offset: base + start, len: (end - start) as usize, f32: dtype == "F32" }));
+        tensors.push((
+            start,
+            end,
+            Tensor { name: name.clone(), offset: base + start, len: (end - start) as usize, f32: dtype == "F32" },
+        ));
     }
     tensors.sort_by_key(|t| (t.0, t.1));
     for w in tensors.windows(2) {
@@ -572,7 +576,9 @@ const STREAM_HINT: Hint = Hint::Plain;
 enum Kind {
     FreshVec,
     ReusedVec,
-    Mmap { willneed: bool },
+    Mmap {
+        willneed: bool,
+    },
     Upstream,
     UpstreamUninit,
     ZpDefault,
@@ -603,7 +609,12 @@ const LOADERS: &[(&str, Kind, &str, bool)] = &[
     ("zp-stream-never", Kind::Stream(Staging::ZpNever, STREAM_HINT), "streamed: ZeroPool chunks, `Never`", false),
     ("zp-stream-plain", Kind::Stream(Staging::Zp, Hint::Plain), "streamed: ZeroPool, plain `pread`", false),
     ("zp-stream-seq", Kind::Stream(Staging::Zp, Hint::Sequential), "streamed: ZeroPool, `FADV_SEQUENTIAL`", false),
-    ("zp-stream-willneed", Kind::Stream(Staging::Zp, Hint::WillNeed), "streamed: ZeroPool, `FADV_WILLNEED` next chunk", false),
+    (
+        "zp-stream-willneed",
+        Kind::Stream(Staging::Zp, Hint::WillNeed),
+        "streamed: ZeroPool, `FADV_WILLNEED` next chunk",
+        false,
+    ),
     ("zp-stream-direct", Kind::Stream(Staging::Zp, Hint::Direct), "streamed: ZeroPool, `O_DIRECT`", false),
 ];
 
@@ -1212,7 +1223,11 @@ fn timing_pass(
             }
             let mut out: Vec<Vec<Load>> = runners.iter().map(|_| vec![]).collect();
             for round in 0..rounds {
-                eprint!("\r  [{state}, {} threads] timing pass: round {}/{rounds}                    ", ctx.threads, round + 1);
+                eprint!(
+                    "\r  [{state}, {} threads] timing pass: round {}/{rounds}                    ",
+                    ctx.threads,
+                    round + 1
+                );
                 for k in 0..runners.len() {
                     let i = (round + k) % runners.len();
                     out[i].push(runners[i].load(evicted)?);
@@ -1248,7 +1263,10 @@ fn reference_checksum(ctx: &Ctx) -> std::io::Result<u64> {
     for (i, t) in ctx.tensors.iter().enumerate() {
         let mut buf = vec![0u8; t.len];
         ctx.file.read_exact_at(&mut buf, t.offset).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{}: tensor `{}`: cannot read its data: {e}", ctx.path.display(), t.name))
+            std::io::Error::new(
+                e.kind(),
+                format!("{}: tensor `{}`: cannot read its data: {e}", ctx.path.display(), t.name),
+            )
         })?;
         let mut dst = vec![0u8; t.out_len()];
         sum = sum.wrapping_add(tensor_term(i, convert(t, &buf, &mut dst)));
@@ -1493,10 +1511,8 @@ fn measure_file(o: &Opts, path: &Path, synthetic: bool) -> std::io::Result<Value
         }
         let selected: Vec<&(&'static str, Kind, &str, bool)> =
             LOADERS.iter().filter(|l| o.loaders.iter().any(|k| k == l.0)).collect();
-        let mem: Vec<MemoryPass> = selected
-            .iter()
-            .map(|l| memory_pass(l.0, l.1, &ctx, o.memory_loads, evicted))
-            .collect::<Result<_, _>>()?;
+        let mem: Vec<MemoryPass> =
+            selected.iter().map(|l| memory_pass(l.0, l.1, &ctx, o.memory_loads, evicted)).collect::<Result<_, _>>()?;
         eprintln!();
         let keys: Vec<(&'static str, Kind)> = selected.iter().map(|l| (l.0, l.1)).collect();
         let timed = timing_pass(&keys, &ctx, rounds, evicted)?;
@@ -1594,7 +1610,8 @@ fn markdown(report: &Value) -> String {
          `max_pooled_bytes` to room for each worker to keep one buffer of each size class the file uses \
          (the figure is in each table's title), everything else auto; \
          upstream gets ZeroPool's auto thread cache ({}) and idle count ({} shards x {}) as its \
-         `tls_cache_size` and `max_buffers_per_class`.\n",
+         `tls_cache_size` and `max_buffers_per_class`. The streamed rows read {} KiB chunks \
+         (work items of {} KiB, so that workers share large tensors) and convert each into its place.\n",
         m["date_utc"].as_str().unwrap_or("?"),
         m["cpu"].as_str().unwrap_or("?"),
         m["cpus"],
@@ -1615,6 +1632,8 @@ fn markdown(report: &Value) -> String {
         report["zeropool_auto"]["tls_cache_size"],
         report["zeropool_auto"]["num_shards"],
         report["zeropool_auto"]["max_buffers_per_shard"],
+        report["chunk_bytes"].as_u64().unwrap_or(0) >> 10,
+        report["piece_bytes"].as_u64().unwrap_or(0) >> 10,
     );
     let all: Vec<&Value> = report["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     let mut groups: Vec<(u64, &str)> = vec![];
@@ -1668,8 +1687,9 @@ fn markdown(report: &Value) -> String {
         }
         s += &summary(&rows, cache, gi == 0);
     }
-    s += "\nEvery loader's checksum of the converted tensors matched the single-threaded reference \
-          (a mismatch would be flagged in the table). Peak RSS: `VmHWM` (reset through \
+    s += "\n";
+    s += &checksum_sentence(report);
+    s += " Peak RSS: `VmHWM` (reset through \
           `/proc/self/clear_refs`) above the RSS at the loader's start, which includes the \
           destination model; for `mmap` it counts the mapped file pages (page cache, reclaimable). \
           Held after: RSS above that start with the workers still alive, and the idle bytes the pool \
@@ -1684,44 +1704,86 @@ fn markdown(report: &Value) -> String {
 }
 
 /// Sentences computed from the numbers, so a regenerated README cannot
-/// contradict its own table.
+/// contradict its own table. Time ratios are "a's median over b's": below
+/// 1 is faster.
 fn summary(rows: &[&Value], cache: &str, first: bool) -> String {
     let mut s = String::from("\n");
-    let fastest = rows.iter().min_by(|a, b| ms(a).partial_cmp(&ms(b)).unwrap());
-    let zp: Vec<&Value> =
-        rows.iter().copied().filter(|r| r["loader"].as_str().is_some_and(|k| k.starts_with("zp-"))).collect();
-    let best_zp = zp.iter().min_by(|a, b| ms(a).partial_cmp(&ms(b)).unwrap());
     let name = |r: &Value| r["name"].as_str().unwrap_or("?").to_string();
-    if let Some(f) = fastest {
+    let t = |a: &Value, b: &Value| format!("{:.2}x", ms(a) / ms(b));
+    let mbv = |r: &Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN) / 1e6;
+    if let Some(f) = rows.iter().min_by(|a, b| ms(a).total_cmp(&ms(b))) {
         s += &format!("Fastest here: {} at {:.1} ms.", name(f), ms(f));
     }
-    if let Some(z) = best_zp {
-        s += &format!(" Best ZeroPool row: {} at {:.1} ms", name(z), ms(z));
+    // Streaming against the whole-tensor loaders and its own baseline.
+    if let Some(z) = row(rows, "zp-stream") {
+        s += &format!(" Streamed through `BufferPool::new()` chunks: {:.1} ms", ms(z));
         let mut cmp = vec![];
         for (key, what) in [
-            ("fresh-vec", "a fresh `vec!` per tensor"),
-            ("reused-vec", "a reused staging `Vec`"),
-            ("mmap", "`mmap`"),
-            ("upstream", "upstream 0.7"),
+            ("mmap", "`mmap`'s"),
+            ("mmap-willneed", "`mmap` + `MADV_WILLNEED`'s"),
+            ("reused-vec", "the whole-tensor reused `Vec`'s"),
+            ("vec-chunk", "one chunk `Vec` per worker's"),
         ] {
             if let Some(b) = row(rows, key) {
-                let x = ms(b) / ms(z);
-                cmp.push(format!(
-                    "{:.2}x {} than {what}",
-                    if x >= 1.0 { x } else { 1.0 / x },
-                    if x >= 1.0 { "faster" } else { "slower" }
-                ));
+                cmp.push(format!("{} {what} time", t(z, b)));
             }
         }
         if !cmp.is_empty() {
-            s += &format!(": {}.", cmp.join(", "));
-        } else {
-            s += ".";
+            s += &format!(", {}", cmp.join(", "));
         }
+        if let Some(v) = row(rows, "reused-vec") {
+            let (zp, vp) = (mbv(z, "peak_rss_bytes"), mbv(v, "peak_rss_bytes"));
+            s += &format!(
+                "; peak RSS {:.1} MB against the reused `Vec`'s {:.0} MB (1/{:.0})",
+                zp,
+                vp,
+                if zp > 0.0 { vp / zp } else { f64::INFINITY }
+            );
+        }
+        s += ".";
+        if let Some(n) = row(rows, "zp-stream-never") {
+            s += &format!(" Zeroing's share: `Never` chunks take {} of `Always`'s time.", t(n, z));
+        }
+        if let Some(p) = row(rows, "zp-stream-pinned") {
+            s += &format!(
+                " Pinned chunks: {} of the unpinned chunks' time, {} pin failure(s), peak RSS {:.1} MB.",
+                t(p, z),
+                p["pin_failures"].as_u64().map_or("?".into(), |n| n.to_string()),
+                mbv(p, "peak_rss_bytes")
+            );
+        }
+    }
+    // Whole-tensor staging: the best ZeroPool row against the others.
+    let whole_zp =
+        |r: &&Value| r["loader"].as_str().is_some_and(|k| k.starts_with("zp-") && !k.starts_with("zp-stream"));
+    if let Some(z) = rows.iter().copied().filter(whole_zp).min_by(|a, b| ms(a).total_cmp(&ms(b))) {
+        s += &format!(" Whole tensors: the best ZeroPool row, {}, at {:.1} ms", name(z), ms(z));
+        let mut cmp = vec![];
+        for (key, what) in
+            [("fresh-vec", "a fresh `vec!` per tensor"), ("reused-vec", "the reused `Vec`"), ("mmap", "`mmap`")]
+        {
+            if let Some(b) = row(rows, key) {
+                cmp.push(format!("{} the time of {what}", t(z, b)));
+            }
+        }
+        s += &format!("{}{}.", if cmp.is_empty() { "" } else { ": " }, cmp.join(", "));
+    }
+    // Like with like against upstream: zeroing with zeroing, none with none.
+    let mut like = vec![];
+    for (zk, uk, what) in [
+        ("zp-always", "upstream", "zeroing: ZeroPool `Always` against upstream's `alloc`"),
+        ("zp-never", "upstream-uninit", "not zeroing: ZeroPool `Never` against upstream's `alloc_uninit`"),
+    ] {
+        if let (Some(z), Some(u)) = (row(rows, zk), row(rows, uk)) {
+            like.push(format!("{what}, {} ({:.1} / {:.1} ms)", t(z, u), ms(z), ms(u)));
+        }
+    }
+    if !like.is_empty() {
+        s += &format!(" Against upstream 0.7, like with like: {}.", like.join("; "));
     }
     if let (Some(z), Some(v)) = (row(rows, "zp-always"), row(rows, "reused-vec")) {
         s += &format!(
-            " After the load, ZeroPool `Always` holds {} MB idle (RSS {} MB), the reused `Vec`s {} MB.",
+            " After the load, whole-tensor ZeroPool `Always` holds {} MB idle (RSS {} MB), the reused `Vec`s {} MB.",
             mb(&z["pool_idle_bytes"]),
             mb(&z["held_rss_bytes"]),
             mb(&v["held_rss_bytes"])
@@ -1729,32 +1791,64 @@ fn summary(rows: &[&Value], cache: &str, first: bool) -> String {
     }
     if let Some(d) = row(rows, "zp-default") {
         s += &format!(
-            " `BufferPool::new()` still makes {} system allocation(s) per later load.",
+            " `BufferPool::new()` staging whole tensors makes {} system allocation(s) per later load.",
             d["allocations_later_median"].as_f64().map_or("?".into(), |a| format!("{a:.0}"))
         );
     }
     if cache == "warm" && first {
-        if let (Some(f), Some(z), Some(v), Some(a)) =
-            (row(rows, "fresh-vec"), best_zp, row(rows, "reused-vec"), row(rows, "zp-always"))
+        if let (Some(f), Some(v), Some(a), Some(n)) =
+            (row(rows, "fresh-vec"), row(rows, "reused-vec"), row(rows, "zp-always"), row(rows, "zp-never"))
         {
             s += &format!(
                 " The seeds' claim (GPT-2: 200 -> 53 ms, 3.8x, \"70% of the time was buffer allocation\") \
-                 compares with {:.1} ms (fresh `vec!`) -> {:.1} ms ({}) here, {:.2}x, and {:.2}x with the \
-                 default `Always`; against the reused `Vec` a careful programmer writes it is {:.2}x and {:.2}x. \
+                 was made against a fresh allocation per tensor: here {:.1} ms (fresh `vec!`) -> {:.1} ms \
+                 (ZeroPool `Always`, whole tensors), {:.2}x, or {:.1} ms with `Never`, {:.2}x{}. Against the \
+                 reused `Vec` a careful programmer writes the same rows take {} and {} of its time. \
                  Allocation and first-touch page faults (fresh `vec!` minus reused `Vec`) are {:.0}% of the \
                  fresh-`vec!` load here (the seeds said 70%).",
                 ms(f),
-                ms(z),
-                name(z),
-                ms(f) / ms(z),
+                ms(a),
                 ms(f) / ms(a),
-                ms(v) / ms(z),
-                ms(v) / ms(a),
+                ms(n),
+                ms(f) / ms(n),
+                row(rows, "zp-stream").map_or(String::new(), |z| format!(
+                    "; streamed, {:.1} ms, {:.2}x",
+                    ms(z),
+                    ms(f) / ms(z)
+                )),
+                t(a, v),
+                t(n, v),
                 (ms(f) - ms(v)) / ms(f) * 100.0
             );
         }
     }
     s + "\n"
+}
+
+/// The sentence on checksums, from the results.
+fn checksum_sentence(report: &Value) -> String {
+    let results: Vec<&Value> = report["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|r| r["checksums_match"] != true)
+        .map(|r| {
+            format!(
+                "{} ({}, {} threads)",
+                r["loader"].as_str().unwrap_or("?"),
+                r["cache"].as_str().unwrap_or("?"),
+                r["threads"]
+            )
+        })
+        .collect();
+    if bad.is_empty() {
+        format!(
+            "Every loader's checksum of the converted tensors matched the single-threaded reference, in all \
+             {} rows and every load of each.",
+            results.len()
+        )
+    } else {
+        format!("**CHECKSUM MISMATCH** against the single-threaded reference: {}.", bad.join(", "))
+    }
 }
 
 const BEGIN: &str = "<!-- checkpoint_load:begin (generated by the example; do not edit by hand) -->";
@@ -1923,7 +2017,10 @@ mod tests {
         header.insert("__metadata__".into(), json!({"format": "pt"}));
         let mut data = Vec::new();
         for (n, dtype, shape, bytes) in tensors {
-            header.insert(n.to_string(), json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}));
+            header.insert(
+                n.to_string(),
+                json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}),
+            );
             data.extend_from_slice(bytes);
         }
         file_with(dir, name, &serde_json::to_vec(&Value::Object(header)).unwrap(), &data)
@@ -2007,11 +2104,16 @@ mod tests {
         let h = r#"{"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 16]}}"#;
         rejects(&file_with(&d, "shape-overflow.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "more than 2^64");
         let h = r#"{"w": {"dtype": "F33", "shape": [4], "data_offsets": [0, 16]}}"#;
-        rejects(&file_with(&d, "unknown-dtype.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "unknown dtype \"F33\"");
+        rejects(
+            &file_with(&d, "unknown-dtype.safetensors", h.as_bytes(), &f32s(4)),
+            Some("w"),
+            "unknown dtype \"F33\"",
+        );
         let h = r#"{"w": {"dtype": "F32", "shape": [4]}}"#;
         rejects(&file_with(&d, "no-offsets.safetensors", h.as_bytes(), &f32s(4)), Some("w"), "data_offsets");
         // Truncated: a good file cut in the middle of its last tensor.
-        let good = safetensors(&d, "good.safetensors", &[("a", "F32", vec![8], f32s(8)), ("b", "F32", vec![8], f32s(8))]);
+        let good =
+            safetensors(&d, "good.safetensors", &[("a", "F32", vec![8], f32s(8)), ("b", "F32", vec![8], f32s(8))]);
         assert_eq!(read_index(&good).unwrap().len(), 2);
         let bytes = std::fs::read(&good).unwrap();
         let cut = raw_file(&d, "truncated.safetensors", &bytes[..bytes.len() - 10]);
@@ -2041,7 +2143,18 @@ mod tests {
     /// and the hash of the whole tensor converted at once.
     #[test]
     fn pieces_add_up_to_the_whole_tensor() {
-        for (f32, len) in [(true, 0), (true, 4), (true, 28), (true, 32), (true, 36), (true, 4000), (true, 4132), (false, 13), (false, 96), (false, 1001)] {
+        for (f32, len) in [
+            (true, 0),
+            (true, 4),
+            (true, 28),
+            (true, 32),
+            (true, 36),
+            (true, 4000),
+            (true, 4132),
+            (false, 13),
+            (false, 96),
+            (false, 1001),
+        ] {
             let t = Tensor { name: "t".into(), offset: 0, len, f32 };
             let src = noise(len, len as u64 + 7);
             let mut whole = vec![0u8; t.out_len()];
