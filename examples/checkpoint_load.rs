@@ -67,7 +67,7 @@ const MIB: usize = 1 << 20;
 
 /// The streaming loaders' chunk: bytes per read and per staging buffer
 /// (chosen by measurement; the README says how).
-const DEFAULT_CHUNK: usize = MIB;
+const DEFAULT_CHUNK: usize = 512 << 10;
 /// Chunks per streaming work item (`--piece` is `--chunk` times this).
 const DEFAULT_PIECE_CHUNKS: usize = 1;
 
@@ -570,7 +570,7 @@ enum Hint {
 
 /// The hint of the streaming rows in the default set (see the README for
 /// the measurements that chose it).
-const STREAM_HINT: Hint = Hint::Plain;
+const STREAM_HINT: Hint = Hint::Sequential;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
