@@ -1581,8 +1581,9 @@ fn measure_file(o: &Opts, path: &Path, synthetic: bool) -> std::io::Result<Value
 // Rendering: markdown tables and the generated comparison.
 // ---------------------------------------------------------------------------
 
+/// Megabytes: one decimal under 10 MB (a chunk per worker), none above.
 fn mb(v: &Value) -> String {
-    v.as_f64().map_or("n/a".into(), |b| format!("{:.0}", b / 1e6))
+    v.as_f64().map_or("n/a".into(), |b| if b < 10e6 { format!("{:.1}", b / 1e6) } else { format!("{:.0}", b / 1e6) })
 }
 
 fn row<'a>(rows: &'a [&'a Value], key: &str) -> Option<&'a Value> {
