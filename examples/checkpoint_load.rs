@@ -1,26 +1,39 @@
 //! Checkpoint loading, the job ZeroPool was made for, measured against the
 //! loaders a user would otherwise write.
 //!
-//! Every tensor of a `.safetensors` file is staged, converted (fp32 ->
-//! bf16, round to nearest even, into a destination tensor that already
-//! exists, as `load_state_dict` copies into a model's parameters) and
-//! checksummed; the staging buffer is then given back. `--threads N` workers
-//! (default: the CPU count) take tensors in file order from a shared
+//! Every tensor of a `.safetensors` file is converted (fp32 -> bf16, round
+//! to nearest even, into a destination tensor that already exists, as
+//! `load_state_dict` copies into a model's parameters) and checksummed.
+//! `--threads N` workers (default: the CPU count) share the work through a
 //! counter. Loaders compared, on the same file, in the same run:
 //!
-//! - `fresh-vec`: a fresh `vec![0; n]` per tensor (what naive code does);
-//! - `reused-vec`: one staging `Vec` per worker, grown to the largest
-//!   tensor it has seen (what a careful programmer writes);
-//! - `mmap`, `mmap-willneed`: the whole file mapped, converted straight
-//!   from the mapping (safetensors' default path), without and with
+//! - whole tensors staged (a worker takes the next tensor, reads all of it
+//!   into a staging buffer, converts it, gives the buffer back):
+//!   `fresh-vec`, a fresh `vec![0; n]` per tensor (what naive code does);
+//!   `reused-vec`, one staging `Vec` per worker, grown to the largest tensor
+//!   it has seen (what a careful programmer writes); `upstream` and
+//!   `upstream-uninit`, upstream zeropool 0.7 `alloc` (zeroes) and
+//!   `alloc_uninit`, with ZeroPool's thread-cache size and idle-buffer count
+//!   where its API allows; `zp-default`, ZeroPool as `BufferPool::new()`
+//!   configures itself; `zp-always`, `zp-onput`, `zp-never`, ZeroPool with
+//!   an idle budget that fits the file's buffer sizes, under each zeroing
+//!   policy; `zp-pinned`, the same with `pinned_memory(true)`, `Always`;
+//! - not staged: `mmap`, `mmap-willneed`, the whole file mapped, converted
+//!   straight from the mapping (safetensors' default path), without and with
 //!   `MADV_WILLNEED`;
-//! - `upstream`: upstream zeropool 0.7 `alloc`, with ZeroPool's thread-cache
-//!   size and idle-buffer count where its API allows;
-//! - `zp-default`: ZeroPool as `BufferPool::new()` configures itself;
-//! - `zp-always`, `zp-onput`, `zp-never`: ZeroPool with an idle budget that
-//!   fits the file's buffer sizes, under each zeroing policy;
-//! - `zp-pinned`: the same with `pinned_memory(true)` (the GPU staging
-//!   case), `Zeroing::Always`.
+//! - streamed: the tensors cut into work items of `--piece` bytes (a tensor
+//!   no larger is one item; workers share large ones), each read `--chunk`
+//!   bytes at a time into a staging buffer and converted into its place:
+//!   `vec-chunk`, one chunk-sized `Vec` per worker; `zp-stream`, a chunk
+//!   got from `BufferPool::new()` and put back per read; `zp-stream-pinned`,
+//!   the same with `pinned_memory(true)`. Experiments, only with
+//!   `--loaders`: `zp-stream-never` (`Zeroing::Never`), `zp-stream-plain`,
+//!   `-seq`, `-willneed`, `-direct` (plain `pread`, `POSIX_FADV_SEQUENTIAL`,
+//!   `POSIX_FADV_WILLNEED` on the next chunk, `O_DIRECT`).
+//!
+//! The file's index is checked first (header length against the file,
+//! dtypes, shapes, offsets in range, in order, without overlap, matching
+//! shape x dtype); a bad file is one line on stderr and exit status 1.
 //!
 //! Each loader runs with the file in the page cache (`warm`) and evicted
 //! with `posix_fadvise(DONTNEED)` before every load (`evicted`), in two
@@ -44,9 +57,12 @@
 //! evicted, the others warm only), `--rounds N` (timed warm rounds, default
 //! 9), `--evicted-rounds N` (default 5), `--memory-loads N` (default 3),
 //! `--cache warm|evicted|both`,
-//! `--loaders a,b,...`, `--model gpt2|tiny` (the synthetic file), `--json`,
+//! `--loaders a,b,...`, `--chunk BYTES` and `--piece BYTES` (K, M
+//! suffixes; the streamed loaders), `--model gpt2|tiny` (the synthetic
+//! file), `--write FILE` (write it and stop), `--json`,
 //! `--markdown`, `--update-readme FILE` (replaces the text between the
-//! `checkpoint_load:begin` / `checkpoint_load:end` markers), `--from-json
+//! `checkpoint_load:begin` / `checkpoint_load:end` markers; refuses a run
+//! with a checksum mismatch), `--from-json
 //! FILE` (render a saved `--json` result instead of measuring).
 //! Progress goes to stderr; results to stdout.
 
