@@ -137,6 +137,13 @@
 #endif
 
 /**
+ * The default idle-memory budget is this share of the memory the process
+ * may use (1/16: 1.5 GiB of 24 GiB), and never below the seed table's
+ * `num_shards * max_buffers_per_shard * min_buffer_size`.
+ */
+#define DEFAULT_BUDGET_SHARE 16
+
+/**
  * What a `zp_*` call did. Every function that can fail returns one.
  */
 enum zp_status
@@ -326,6 +333,11 @@ typedef struct zp_stats {
    * (a use after put), zeroed before the hand-out (`Always` only).
    */
   uint64_t dirty_gets;
+  /**
+   * Idle buffers released because they went unused for the pool's
+   * `idle_decay` (scrubbed, their pages given back).
+   */
+  uint64_t decayed;
 } zp_stats;
 
 #ifdef __cplusplus
@@ -429,8 +441,7 @@ ZP_NODISCARD zp_status zp_config_set_tls_cache_size(struct zp_config *cfg, size_
  * Sets the smallest buffer capacity (default 1 MiB).
  *
  * @param cfg  the configuration to change.
- * @param bytes  1 byte..=1 TiB, rounded up to a power of two of at least
- *               one page.
+ * @param bytes  1 byte..=1 TiB, rounded up to a size class (whole pages).
  * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
  *         ZP_ERR_INVALID_ARGUMENT if `bytes` is out of range (the
  *         configuration is then unchanged).
@@ -514,6 +525,9 @@ ZP_NODISCARD zp_status zp_config_set_zeroing(struct zp_config *cfg, zp_zeroing z
 
 /**
  * Sets the budget for idle bytes (shared shards plus every thread's cache).
+ * Default: 1/16 of the memory the process may use (its cgroup v2
+ * `memory.max` where one is set, else physical memory), at least
+ * shards x buffers per shard x the smallest capacity.
  *
  * @param cfg  the configuration to change.
  * @param bytes  any value; 0 keeps nothing idle.
@@ -523,6 +537,40 @@ ZP_NODISCARD zp_status zp_config_set_zeroing(struct zp_config *cfg, zp_zeroing z
  * different configurations are independent.
  */
 ZP_NODISCARD zp_status zp_config_set_max_pooled_bytes(struct zp_config *cfg, size_t bytes);
+
+/**
+ * Sets the idle decay: buffers idle (in the shards or in any thread's
+ * cache) and unused for about `ms` milliseconds are scrubbed and released,
+ * between one and two periods after they last went idle, by the pool's
+ * own calls (a few buffers per call; a thread's cache at that thread's
+ * next call). No thread is started: a process that stops calling keeps
+ * what is idle until its next call or `zp_pool_trim`.
+ *
+ * @param cfg  the configuration to change.
+ * @param ms  0 (no decay) ..= 86,400,000 (a day); default 10,000.
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT if `ms` is above a day (the
+ *         configuration is then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
+ */
+ZP_NODISCARD zp_status zp_config_set_idle_decay_ms(struct zp_config *cfg, uint64_t ms);
+
+/**
+ * Backs size classes of whole huge pages (2, 4 and 6 MiB, and every
+ * class from 8 MiB) with transparent huge pages where the system allows
+ * them (`MADV_HUGEPAGE`): a first touch then costs one page fault per
+ * 2 MiB instead of one per 4 KiB.
+ *
+ * @param cfg  the configuration to change.
+ * @param on  true (the default) or false.
+ * @return ZP_OK, or ZP_ERR_NULL_POINTER if `cfg` is NULL.
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
+ */
+ZP_NODISCARD zp_status zp_config_set_huge_pages(struct zp_config *cfg, bool on);
 
 /**
  * Makes a handle on `pool` for the calling thread.

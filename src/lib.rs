@@ -56,7 +56,10 @@ mod thread_cache;
 mod tls;
 
 pub use buffer::Buffer;
-pub use config::{AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_MIN_BUFFER_SIZE};
+pub use config::{
+    AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_BUDGET_SHARE, DEFAULT_IDLE_DECAY, DEFAULT_MIN_BUFFER_SIZE,
+    MAX_IDLE_DECAY,
+};
 pub use error::Error;
 pub use ffi::*;
 #[doc(hidden)]

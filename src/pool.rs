@@ -378,6 +378,7 @@ impl Local {
         // Pairs with `pool_changed`: the pool state moved before the epoch.
         std::sync::atomic::fence(Ordering::Acquire);
         self.epoch = epoch;
+        self.cache.look_at_clock();
         self.cache.catch_up();
     }
 

@@ -42,6 +42,9 @@ pub struct Stats {
     /// Gets that found bytes of the buffer written after it was returned
     /// (a use after put), zeroed before the hand-out (`Always` only).
     pub dirty_gets: u64,
+    /// Idle buffers released because they went unused for the pool's
+    /// `idle_decay` (scrubbed, their pages given back).
+    pub decayed: u64,
 }
 
 /// One thread cache's counters. Only the owning thread writes them, with
@@ -159,6 +162,7 @@ pub(crate) struct SharedCounters {
     pub(crate) rejected_puts: AtomicU64,
     pub(crate) allocated_bytes: AtomicU64,
     pub(crate) dirty_gets: AtomicU64,
+    pub(crate) decayed: AtomicU64,
 }
 
 impl SharedCounters {
@@ -219,6 +223,7 @@ impl CounterRegistry {
             rejected_puts: shared.rejected_puts.load(Relaxed),
             allocated_bytes: shared.allocated_bytes.load(Relaxed),
             dirty_gets: shared.dirty_gets.load(Relaxed),
+            decayed: shared.decayed.load(Relaxed),
         };
         for c in live.iter() {
             let (hits, misses) = (c.hits(), c.misses.load(Relaxed));
