@@ -73,7 +73,22 @@
  * pass above). A miss moves up to the cache size of buffers between the
  * thread's cache and a shard under one lock; only a pool's first use of a
  * class, or an empty pool, reaches the system (slots carved from reserved
- * chunks, no mmap per buffer).
+ * chunks, no mmap per buffer). Every 64 gets a cache serves, and on every
+ * slow path, a thread reads a coarse clock for idle decay and releases at
+ * most 8 idle buffers (each a madvise call).
+ *
+ * Sizes and memory. A request of n >= min_buffer_size bytes gets a capacity
+ * of at most 1.25 * n rounded up to a page (size classes four per doubling);
+ * smaller requests get min_buffer_size. The default idle budget is 1/16 of
+ * the memory the process may use (its cgroup v2 memory.max where set, else
+ * physical memory), at least shards x buffers per shard x the smallest
+ * capacity. Idle buffers unused for idle_decay (default 10 s) are scrubbed
+ * and released by the pool's own calls: a shard's at the first call after
+ * that on any thread, a thread cache's within two periods, at that thread's
+ * next call. No thread is started: a process that stops calling keeps what
+ * is idle until its next call or zp_pool_trim. Classes of whole huge pages
+ * (2, 4, 6 MiB and every class from 8 MiB) are advised MADV_HUGEPAGE: a
+ * first touch costs one fault per 2 MiB.
  *
  * Attributes: the functions that return a zp_status or a new object, and
  * zp_get, are ZP_NODISCARD, so an ignored result is a compiler warning (with
