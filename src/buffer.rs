@@ -27,12 +27,10 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 use crate::os;
-use crate::region::{self, Region, Slot};
+use crate::region::{Region, Slot};
 use crate::size_class::{class_capacity, unpooled_capacity};
 
-/// The system refused memory (the detail is added at the API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OutOfMemory;
+pub(crate) use crate::region::{OutOfMemory, Pin};
 
 /// The tag's class field: a pooled buffer's global size class plus one
 /// (at most `size_class::GLOBAL_CLASSES`); 0 for an unpooled buffer.
@@ -80,17 +78,6 @@ fn is_zero_portable(bytes: &[u8]) -> bool {
 /// Tag bits: below any page size we support (4 KiB and up).
 pub(crate) const TAG_MASK: usize = 0xfff;
 
-/// The outcome of a pin request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pin {
-    /// Not asked for.
-    No,
-    /// Asked for and granted.
-    Locked,
-    /// Asked for and refused by the system; the buffer is unpinned.
-    Refused,
-}
-
 /// The address with its tag bits cleared.
 #[inline]
 fn untag(tagged: NonNull<u8>) -> NonNull<u8> {
@@ -123,7 +110,7 @@ fn tagged(slot: &Slot, class_field: usize) -> NonNull<u8> {
 unsafe fn release(tagged: NonNull<u8>, now: bool) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
     let (dirty, pinned) = (tag & DIRTY != 0, tag & PINNED != 0);
-    let Some((region, class, _)) = region::chunk::owner_of(ptr.as_ptr() as usize) else {
+    let Some((region, class, _)) = Region::owner_of(ptr.as_ptr() as usize) else {
         debug_assert!(false, "a buffer's slot is always published");
         return;
     };
@@ -511,14 +498,28 @@ impl AsMut<[u8]> for Buffer {
     }
 }
 
+/// Where a dropped [`Buffer`] goes: a hook this layer defines and the pool
+/// layer implements (`pool.rs`), so that the guard can return itself
+/// without this module importing the pool. Static dispatch: the fast path
+/// is inlined into the guard's drop as before.
+pub(crate) trait GiveBack {
+    /// A pooled buffer of pool `pool`, handed out for `len` bytes.
+    fn pooled(pool: u64, raw: RawBuf, len: usize);
+    /// An unpooled buffer of pool `pool`, got for `len` bytes.
+    fn one_off(pool: u64, one: OneOff, len: usize);
+}
+
+/// The one implementor of [`GiveBack`] (in `pool.rs`).
+pub(crate) struct Home;
+
 impl Drop for Buffer {
     #[inline(always)]
     fn drop(&mut self) {
         if tag_of(self.tagged) & CLASS_MASK != 0 {
-            crate::pool::give_back(self.pool, RawBuf { tagged: self.tagged }, self.len);
+            <Home as GiveBack>::pooled(self.pool, RawBuf { tagged: self.tagged }, self.len);
         } else {
             let cap = unpooled_capacity(self.len, os::page_size());
-            crate::pool::give_back_one_off(self.pool, OneOff { tagged: self.tagged, cap }, self.len);
+            <Home as GiveBack>::one_off(self.pool, OneOff { tagged: self.tagged, cap }, self.len);
         }
     }
 }

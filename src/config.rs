@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::pool::BufferPool;
 use crate::size_class::SizeClasses;
 
 /// Which idle buffers go first when idle memory would exceed its budget.
@@ -139,7 +138,8 @@ pub(crate) struct Config {
     pub(crate) huge_pages: bool,
 }
 
-/// Builds a [`BufferPool`]; every setting left alone comes from
+/// Builds a [`BufferPool`](crate::BufferPool) (`build` is in `pool.rs`);
+/// every setting left alone comes from
 /// [`AutoConfig::detect`] or the documented default.
 #[derive(Debug, Clone, Default)]
 #[must_use]
@@ -171,7 +171,7 @@ impl Builder {
     }
 
     /// Smallest capacity allocated or kept, 1 byte..=1 TiB, rounded up to
-    /// a size class (whole pages; see [`BufferPool::get`] for the classes).
+    /// a size class (whole pages; see the crate docs for the classes).
     /// Default 1 MiB.
     pub fn min_buffer_size(mut self, bytes: usize) -> Self {
         self.min_buffer_size = Some(bytes);
@@ -230,7 +230,7 @@ impl Builder {
     /// or `trim`. [`Duration::ZERO`] turns decay off; at most
     /// [`MAX_IDLE_DECAY`]. Default [`DEFAULT_IDLE_DECAY`] (10 s).
     ///
-    /// [`trim`]: BufferPool::trim
+    /// [`trim`]: crate::BufferPool::trim
     pub fn idle_decay(mut self, decay: Duration) -> Self {
         self.idle_decay = Some(decay);
         self
@@ -249,13 +249,6 @@ impl Builder {
     pub(crate) fn with_canary(mut self) -> Self {
         self.canary = true;
         self
-    }
-
-    /// Validates the settings and builds the pool.
-    pub fn build(self) -> Result<BufferPool, Error> {
-        let cfg = self.config()?;
-        let bytes = std::mem::size_of::<crate::shared::Shared>();
-        BufferPool::from_config(cfg).map_err(|_| Error::OutOfMemory { bytes })
     }
 
     pub(crate) fn config(self) -> Result<Config, Error> {

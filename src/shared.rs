@@ -15,7 +15,7 @@ use crate::budget::Budget;
 use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
 use crate::config::{Config, EvictionPolicy, Zeroing};
 use crate::eviction::Evict;
-use crate::fork::ForkLock;
+use crate::lock::ForkLock;
 use crate::padded::CachePadded;
 use crate::region::{Region, RegionHandle};
 use crate::shard::Shard;
@@ -352,7 +352,7 @@ impl Shared {
     /// release theirs at their next call.
     pub(crate) fn trim(&self) {
         self.state.fetch_add(TRIM_STEP, Ordering::AcqRel);
-        crate::thread_cache::pool_changed();
+        crate::epoch::pool_changed();
         self.drain_shards();
     }
 
@@ -360,7 +360,7 @@ impl Shared {
     /// next call or thread exit.
     pub(crate) fn close(&self) {
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
-        crate::thread_cache::pool_changed();
+        crate::epoch::pool_changed();
         self.drain_shards();
     }
 
@@ -437,7 +437,7 @@ impl Shared {
                 .compare_exchange(wake, now.saturating_add(period), Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            crate::thread_cache::pool_changed();
+            crate::epoch::pool_changed();
         }
         if now < self.decay_due.load(Ordering::Relaxed) || self.decaying.swap(true, Ordering::Acquire) {
             return;

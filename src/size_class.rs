@@ -82,8 +82,6 @@ pub(crate) struct SizeClasses {
     count: usize,
     page: usize,
     max_buffer: usize,
-    /// Capacity of each class (0 past `count`).
-    caps: [usize; MAX_CLASSES],
 }
 
 impl SizeClasses {
@@ -98,20 +96,18 @@ impl SizeClasses {
         let page_shift = page.trailing_zeros();
         let min = min_size.clamp(1, max_buffer);
         let base_class = class_of_pages_minus_1((min - 1) >> page_shift);
-        let mut caps = [0; MAX_CLASSES];
         let mut count = 0;
         while count < MAX_CLASSES && base_class + count < GLOBAL_CLASSES {
             let cap = class_capacity(base_class + count, page);
             if cap > budget || cap > max_buffer {
                 break;
             }
-            caps[count] = cap;
             count += 1;
         }
         let base = class_capacity(base_class, page);
         // `base` is at least a page: `base - 1` is non-zero.
         let below_base = NonZeroUsize::new(base - 1).unwrap_or(NonZeroUsize::MIN);
-        SizeClasses { base_class, below_base, page_shift, count, page, max_buffer, caps }
+        SizeClasses { base_class, below_base, page_shift, count, page, max_buffer }
     }
 
     /// Number of pooled classes (0 when the budget is below one base buffer).
@@ -119,10 +115,15 @@ impl SizeClasses {
         self.count
     }
 
-    /// Capacity of class `k` (0 for an index past the table).
-    #[inline(always)]
+    /// Capacity of class `k` (0 for an index past the table). The thread
+    /// caches keep these in a table of their own, for the fast paths.
+    #[inline]
     pub(crate) fn capacity(&self, k: usize) -> usize {
-        self.caps[k % MAX_CLASSES]
+        if k < self.count {
+            class_capacity(self.base_class + k, self.page)
+        } else {
+            0
+        }
     }
 
     /// The global class of the pool's class `k` (what a buffer's tag holds).
@@ -170,7 +171,7 @@ impl SizeClasses {
         let y = len.saturating_sub(1).max(self.below_base.get()) >> self.page_shift;
         let k = class_of_pages_minus_1(y) - self.base_class;
         if k < self.count {
-            debug_assert!(self.caps[k] >= len && (k == 0 || self.caps[k - 1] < len));
+            debug_assert!(self.capacity(k) >= len && (k == 0 || self.capacity(k - 1) < len));
             Lookup::Pooled(k)
         } else {
             Lookup::Unpooled(unpooled_capacity(len, self.page))

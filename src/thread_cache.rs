@@ -37,12 +37,14 @@
 //!   reads the clock (every [`TICK`] gets, or at once when the pool's
 //!   decay period turned and moved [`EPOCH`]).
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
-use std::sync::atomic::{fence, AtomicU64};
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 
 use crate::buffer::{OutOfMemory, RawBuf, Retiring};
 use crate::config::Zeroing;
+pub(crate) use crate::epoch::epoch;
+use crate::epoch::EPOCH;
 use crate::region::chunk::SlotHint;
 use crate::shared::{Shared, DECAY_BATCH};
 use crate::size_class::{SizeClasses, MAX_CLASSES};
@@ -65,6 +67,8 @@ pub(crate) struct ThreadCache {
     zero_on_get: bool,
     /// Buffers on each class's stack.
     lens: [u16; MAX_CLASSES],
+    /// Capacity of each class (0 past the pool's classes).
+    caps: [usize; MAX_CLASSES],
     slots: Box<[Entry]>,
     shared: Arc<Shared>,
     seen: u64,
@@ -91,23 +95,6 @@ pub(crate) const TICK: u32 = 64;
 struct Entry {
     buf: Option<RawBuf>,
     hint: Option<SlotHint>,
-}
-
-/// Moves whenever a pool is trimmed or closed: each thread's next call (on
-/// any pool) then syncs its caches (API.md guarantee 8), for one shared
-/// load per call instead of one per pool.
-static EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// Tells every thread to sync its caches with their pools at its next
-/// call (a pool was trimmed or closed: its state moved first).
-pub(crate) fn pool_changed() {
-    EPOCH.fetch_add(1, AcqRel);
-}
-
-/// The current epoch, for holders of a cache outside the table.
-#[inline(always)]
-pub(crate) fn epoch() -> u64 {
-    EPOCH.load(Relaxed)
 }
 
 /// Syncs this thread's caches: trimmed pools' buffers released, closed
@@ -254,6 +241,7 @@ impl ThreadCache {
             scrub: shared.cfg.zeroing.scrubs_on_put(),
             zero_on_get: shared.cfg.zeroing == Zeroing::Always,
             lens: [0; MAX_CLASSES],
+            caps: std::array::from_fn(|k| shared.cfg.classes.capacity(k)),
             slots: slots.into_boxed_slice(),
             seen: shared.state(),
             home: shared.next_home(),
@@ -333,7 +321,7 @@ impl ThreadCache {
         let word = self.counters.idle_word();
         // The idle word is the only store: a hit is counted by it (see
         // `LocalCounters::hits`).
-        self.counters.set_idle_word(word - idle_delta(self.classes.capacity(class)));
+        self.counters.set_idle_word(word - idle_delta(self.caps[class % MAX_CLASSES]));
         Some(Popped { raw, hint, zero: self.zero_on_get })
     }
 
@@ -412,7 +400,7 @@ impl ThreadCache {
             return Err(raw);
         };
         debug_assert!(class < self.classes.count(), "a buffer of this pool has one of its classes");
-        let cap = self.classes.capacity(class);
+        let cap = self.caps[class % MAX_CLASSES];
         debug_assert_eq!(cap, raw.capacity());
         let word = self.counters.idle_word();
         // At most `limit` buffers and `credit` bytes once it is pushed. (The

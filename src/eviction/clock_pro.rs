@@ -37,7 +37,7 @@
 
 use std::collections::VecDeque;
 
-use super::Evict;
+use super::evict::Evict;
 use crate::buffer::{OutOfMemory, RawBuf};
 
 #[derive(Debug, Default)]

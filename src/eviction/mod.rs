@@ -11,24 +11,15 @@
 //! thread-cache fast path never reaches a policy.
 
 mod clock_pro;
+mod evict;
 mod lifo;
 
 use crate::buffer::{OutOfMemory, RawBuf};
 use crate::config::EvictionPolicy;
 
 use clock_pro::ClockPro;
+pub(crate) use evict::Evict;
 use lifo::Lifo;
-
-/// What a policy gives up to make room.
-#[derive(Debug)]
-pub(crate) enum Evict {
-    /// This idle buffer.
-    Victim(RawBuf),
-    /// The buffer being returned: keeping it would cost more than it gains.
-    Incoming,
-    /// Nothing idle here.
-    Nothing,
-}
 
 /// Idle buffers of one shard, by class, with their count and bytes.
 ///

@@ -15,7 +15,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::radix;
-use super::Region;
 
 /// A slot's state word: who holds the buffer, its requested length, and
 /// the buffer's tag bits (see `buffer.rs`). One small type, so the packing
@@ -87,7 +86,8 @@ pub(crate) struct ChunkMeta {
     magic: AtomicU64,
     /// The owner token of the region (see `Region::set_owner`).
     owner: AtomicUsize,
-    region: AtomicPtr<Region>,
+    /// The owning `Region`, opaque at this layer (`region/mod.rs` casts).
+    region: AtomicPtr<u8>,
     pool_id: AtomicU64,
     /// Index of the class in its region (unpooled: usize::MAX).
     class: AtomicUsize,
@@ -104,7 +104,7 @@ pub(crate) struct ChunkInit {
     pub(crate) nslots: usize,
     pub(crate) stride: usize,
     pub(crate) owner: usize,
-    pub(crate) region: *mut Region,
+    pub(crate) region: *mut u8,
     pub(crate) pool_id: u64,
     pub(crate) class: usize,
 }
@@ -238,7 +238,7 @@ impl SlotRef {
     pub(crate) fn find(addr: usize) -> Option<SlotRef> {
         // Aliases an address past 2^48 to a chunk: the span check below
         // refuses it (`base + span <= 2^48 <= addr`).
-        let meta = radix::find(addr)?;
+        let meta = radix::find(addr)?.cast::<ChunkMeta>();
         // SAFETY: published metadata is never unmapped.
         let h = unsafe { meta.as_ref() };
         let off = addr.wrapping_sub(h.base.load(Ordering::Acquire));
@@ -339,7 +339,7 @@ impl SlotRef {
 
 /// The region and class of the slot starting at `addr` (a live buffer of
 /// ours: the caller owns it).
-pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<Region>, usize, usize)> {
+pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<u8>, usize, usize)> {
     let s = SlotRef::find(addr)?;
     let h = s.header();
     let region = NonNull::new(h.region.load(Ordering::Relaxed))?;

@@ -42,8 +42,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::buffer::{OutOfMemory, Pin};
-use crate::fork::ForkLock;
+use crate::lock::ForkLock;
 use crate::os;
 use chunk::{ChunkInit, ChunkMeta};
 use radix::GRANULE;
@@ -60,6 +59,21 @@ const MAX_CHUNK: usize = 1 << 30;
 /// A transparent huge page on x86-64 and on aarch64 with 4 KiB pages
 /// (the radix granule: chunks are aligned to it).
 pub(crate) const HUGE_PAGE: usize = GRANULE;
+
+/// The system refused memory (the detail is added at the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfMemory;
+
+/// The outcome of a pin request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// Not asked for.
+    No,
+    /// Asked for and granted.
+    Locked,
+    /// Asked for and refused by the system; the buffer is unpinned.
+    Refused,
+}
 
 /// A slot handed to the layer above.
 pub(crate) struct Slot {
@@ -220,6 +234,13 @@ impl Region {
         Ok(RegionHandle(unsafe { NonNull::new_unchecked(raw) }))
     }
 
+    /// The region and class of the slot starting at `addr` (a live buffer
+    /// of ours: the caller owns it), and its chunk's span.
+    pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<Region>, usize, usize)> {
+        let (region, class, span) = chunk::owner_of(addr)?;
+        Some((region.cast::<Region>(), class, span))
+    }
+
     /// Sets the token that `SlotRef::owner` reports for this region's
     /// slots (the C layer uses its handle's address). Before any slot.
     pub(crate) fn set_owner(&self, token: usize) {
@@ -338,13 +359,13 @@ impl Region {
             nslots,
             stride,
             owner: self.owner.load(Ordering::Relaxed),
-            region: self.me.load(Ordering::Relaxed),
+            region: self.me.load(Ordering::Relaxed).cast(),
             pool_id: self.pool_id,
             class,
         };
         // SAFETY: a fresh zeroed mapping of meta_len bytes, unpublished.
         unsafe { chunk::init(meta, &init) };
-        if !radix::publish(init.base, reserved, meta) {
+        if !radix::publish(init.base, reserved, meta.cast()) {
             // SAFETY: never published; both mappings are ours.
             unsafe {
                 os::unmap(meta.cast(), meta_len);
@@ -473,7 +494,7 @@ impl Region {
             clear_pages(ptr, stride - r.tail, stride, dirty, pinned);
             os::retire_range(ptr, stride);
         }
-        let meta = radix::find(ptr.as_ptr() as usize).expect("published");
+        let meta = radix::find(ptr.as_ptr() as usize).expect("published").cast::<ChunkMeta>();
         let nslots = 1;
         let chunk = Chunk {
             meta,
