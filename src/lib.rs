@@ -47,6 +47,7 @@ mod ffi;
 mod fork;
 mod lock;
 mod os;
+mod pack;
 mod padded;
 mod pool;
 mod region;
