@@ -108,21 +108,26 @@ fn loadavg() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// "DATE on CPU (N CPUs, Linux K, rustc V, commit C": the start of the
+/// "DATE on CPU (N CPUs, Linux K, rustc V, glibc G, commit C": the start of the
 /// line every generated README block opens with (benches/report.py writes
 /// the same for the blocks it owns).
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
-        "{} on {model} ({cpus} CPUs, Linux {}, {}, commit {}",
+        "{} on {model} ({cpus} CPUs, Linux {}, {}, {}, commit {}",
         cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "undated".into()),
         kernel.trim(),
         cmd("rustc", &["--version"]).unwrap_or_else(|| "rustc ?".into()),
+        cmd("getconf", &["GNU_LIBC_VERSION"]).unwrap_or_else(|| "glibc ?".into()),
         cmd("git", &["describe", "--always", "--dirty", "--abbrev=7"]).unwrap_or_else(|| "?".into()),
     )
 }
@@ -162,7 +167,12 @@ fn table(md: &mut String, run: &Run, set: &str, ids: &[&str], note: &str) {
     for &n in &sizes {
         let _ = write!(md, " {} |", size_name(n));
     }
-    let _ = writeln!(md, " speedup over {} ({}) |", name(base), sizes.iter().map(|&n| size_name(n)).collect::<Vec<_>>().join(" / "));
+    let _ = writeln!(
+        md,
+        " speedup over {} ({}) |",
+        name(base),
+        sizes.iter().map(|&n| size_name(n)).collect::<Vec<_>>().join(" / ")
+    );
     let _ = writeln!(md, "|---|---|---|{}---|", "---|".repeat(sizes.len()));
     for &id in ids {
         let what = if id == base && !note.is_empty() { format!("{}; {note}", what(id)) } else { what(id).to_string() };
@@ -188,12 +198,24 @@ fn markdown(st: &Run, so: &Run, iters: &str, load_before: &str, load_after: &str
          run 2 of each, ...) after a warm-up run each. Speedup: the first row's time over the row's.\n"
     );
     md.push_str("Untouched, in a process that has not started a thread (glibc then skips its arena lock):\n\n");
-    table(&mut md, st, "untouched", &["malloc_free", "zp_get_put", "zp_local"], "no thread started yet, so glibc takes no lock");
+    table(
+        &mut md,
+        st,
+        "untouched",
+        &["malloc_free", "zp_get_put", "zp_local"],
+        "no thread started yet, so glibc takes no lock",
+    );
     md.push_str(
         "\nThe same after the program has started (and joined) one thread, as any threaded program has: glibc \
          now locks its arena in every `malloc` and `free`; ZeroPool's path does not change:\n\n",
     );
-    table(&mut md, st, "threaded", &["malloc_free", "zp_get_put", "zp_local"], "after a thread was started, so glibc locks its arena");
+    table(
+        &mut md,
+        st,
+        "threaded",
+        &["malloc_free", "zp_get_put", "zp_local"],
+        "after a thread was started, so glibc locks its arena",
+    );
     let malloc_4k = st.get("untouched", "malloc_free", 4096);
     let _ = writeln!(
         md,

@@ -116,13 +116,25 @@ fn main() {
     let rounds: usize = args.next().map_or(3, |s| s.parse().expect("ROUNDS is a number")).max(1);
     let workloads = [
         Workload { name: "zipf", budget: 32 * MIB, held: 8, sizes: zipf_sizes(), scan: None },
-        Workload { name: "zipf+scan/500", budget: 32 * MIB, held: 8, sizes: zipf_sizes(), scan: Some((500, 24, 16 * MIB)) },
-        Workload { name: "zipf+scan/100", budget: 32 * MIB, held: 8, sizes: zipf_sizes(), scan: Some((100, 8, 16 * MIB)) },
+        Workload {
+            name: "zipf+scan/500",
+            budget: 32 * MIB,
+            held: 8,
+            sizes: zipf_sizes(),
+            scan: Some((500, 24, 16 * MIB)),
+        },
+        Workload {
+            name: "zipf+scan/100",
+            budget: 32 * MIB,
+            held: 8,
+            sizes: zipf_sizes(),
+            scan: Some((100, 8, 16 * MIB)),
+        },
         Workload { name: "uniform", budget: 8 * MIB, held: 16, sizes: vec![(MIB, 1.0)], scan: None },
     ];
     let policies = [EvictionPolicy::Lifo, EvictionPolicy::ClockPro];
     println!(
-        "{ops} ops per workload, one thread, zeroing OnPut; ns per op: median of {rounds} rounds, in which the \
+        "{ops} ops per workload, one thread, zeroing OnPut; ns per op: median of {rounds} round(s), in which the \
          two policies run alternately (LIFO first in odd rounds, CLOCK-Pro first in even ones); the counters \
          are the same in every round (the workloads are deterministic)\n"
     );
@@ -140,7 +152,11 @@ fn main() {
         }
         for (policy, runs) in policies.iter().zip(&outcomes) {
             let counters = |o: &Outcome| (o.stats.gets, o.stats.allocations, o.stats.evictions, o.steady_allocations);
-            assert!(runs.iter().all(|o| counters(o) == counters(&runs[0])), "{} {policy:?}: counters differ between rounds", w.name);
+            assert!(
+                runs.iter().all(|o| counters(o) == counters(&runs[0])),
+                "{} {policy:?}: counters differ between rounds",
+                w.name
+            );
             let mut ns: Vec<f64> = runs.iter().map(|o| o.ns_per_op).collect();
             ns.sort_by(f64::total_cmp);
             let o = &runs[0];

@@ -97,7 +97,8 @@ fn tables(body: &str) -> Result<Vec<Table>, String> {
         }
         let header = cells(run[0]);
         let sep = cells(run[1]);
-        if sep.len() != header.len() || !sep.iter().all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-' || ch == ':')) {
+        if sep.len() != header.len() || !sep.iter().all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-' || ch == ':'))
+        {
             return Err(format!("table `{}`: the second line is not a `|---|` line as wide as the header", run[0]));
         }
         let mut rows = Vec::new();
@@ -262,9 +263,8 @@ fn problems(readme: &str, root: &Path) -> Vec<String> {
             section = section.replace(body.as_str(), &format!("(block {name})\n"));
         }
         match tables(&section) {
-            Ok(t) if !t.is_empty() => {
-                errs.push(format!("the Performance section has a table outside the blocks: `{}`", t[0].header.join(" | ")))
-            }
+            Ok(t) if !t.is_empty() => errs
+                .push(format!("the Performance section has a table outside the blocks: `{}`", t[0].header.join(" | "))),
             Ok(_) => {}
             Err(e) => errs.push(format!("the Performance section, outside the blocks: {e}")),
         }
@@ -315,7 +315,8 @@ fn a_made_up_row_fails() {
     let errs = problems(&with_row(&readme, "perf_untouched", &format!("| {} |", row.join(" | "))), &root());
     assert!(errs.iter().any(|e| e.contains("no parameter `12345`")), "{errs:?}");
 
-    let errs = problems(&with_row(&readme, "checkpoint_load", &format!("| a made-up loader |{}", " x |".repeat(9))), &root());
+    let errs =
+        problems(&with_row(&readme, "checkpoint_load", &format!("| a made-up loader |{}", " x |".repeat(9))), &root());
     assert!(errs.iter().any(|e| e.contains("a made-up loader")), "{errs:?}");
 }
 
