@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs every benchmark the README cites and writes its Performance tables.
 
-    python3 benches/report.py --run --update-readme README.md   # everything, about 25 minutes
+    python3 benches/report.py --run --update-readme README.md   # everything (about 30 minutes on 2 busy cores)
     python3 benches/report.py --run --quick                      # a smoke test of the whole chain (not a measurement)
     python3 benches/report.py --run --only system_path,eviction  # some parts only
     python3 benches/report.py                                    # print the blocks from the last --run
@@ -11,8 +11,8 @@ One command for every figure in the README outside the main job's block
 (that one is `cargo run --release --example checkpoint_load -- ... --update-readme
 README.md`, see the README). `--run` runs, one part after the other:
 
-  peers        cargo bench --bench peers -- '^(s1_untouched|s2_written|s4_producer_consumer|s6_threads)/'
-  system_path  cargo bench --bench system_path
+  peers        cargo bench --bench peers -- '^(s1_untouched|s2_written|s4_producer_consumer|s6_threads)/' --noplot
+  system_path  cargo bench --bench system_path -- --noplot
   c_fast_path  cargo run --release --example c_fast_path   (benches/c/fast_path.c; its own tables)
   eviction     cargo run --release --example eviction_workloads
   artifacts    cmake -DPREFIX=<temporary> -P cmake/install.cmake, then the installed files' sizes
@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CRITERION = os.path.join(ROOT, "target", "criterion")
@@ -135,12 +136,13 @@ def measured(rec):
     """The line every generated block opens with."""
     m = rec["machine"]
     quick = " A QUICK SMOKE RUN (`--quick`), NOT A MEASUREMENT." if rec.get("quick") else ""
+    took = " (the part took %d s)" % rec["seconds"] if "seconds" in rec else ""
     return (
         "Measured %s on %s (%s CPUs, %s GiB, Linux %s, %s, %s, commit %s; load average %s before, %s after: "
-        "the machine may be shared, so compare rows within a table) with `%s`.%s"
+        "the machine may be shared, so compare rows within a table) with `%s`%s.%s"
         % (
             m["date_utc"], m["cpu"], m["cpus"], m["memory_gib"], m["kernel"], m["rustc"], m["glibc"],
-            m["commit"], rec["load_before"], rec["load_after"], rec["command"], quick,
+            m["commit"], rec["load_before"], rec["load_after"], rec["command"], took, quick,
         )
     )
 
@@ -171,9 +173,9 @@ def criterion_medians(group):
 
 
 def run_criterion(bench, groups, args, filt=None):
-    cmd = ["cargo", "bench", "--bench", bench]
-    if filt:
-        cmd += ["--", filt]
+    # --noplot: the plots (criterion's plotters backend) take longer than
+    # the measurements, and only the estimates are read here.
+    cmd = ["cargo", "bench", "--bench", bench, "--"] + ([filt] if filt else []) + ["--noplot"]
     env = dict(os.environ)
     if args.quick:
         env["ZP_BENCH_QUICK"] = "1"
@@ -197,10 +199,13 @@ def run_criterion(bench, groups, args, filt=None):
 def record(part, command, args, work):
     m = machine()
     before = loadavg()
+    start = time.monotonic()
     data = work()
+    seconds = round(time.monotonic() - start)
     # Sizes are exact: a quick run measures them as well as a full one.
     quick = args.quick and part != "artifacts"
-    rec = {"machine": m, "load_before": before, "load_after": loadavg(), "command": command, "quick": quick}
+    rec = {"machine": m, "load_before": before, "load_after": loadavg(), "command": command, "quick": quick,
+           "seconds": seconds}
     rec.update(data)
     os.makedirs(RECORDS, exist_ok=True)
     with open(os.path.join(RECORDS, part + ".json"), "w") as f:
