@@ -287,8 +287,15 @@ fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
             Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: classes.capacity(class) }),
         },
         Lookup::Unpooled(cap) => get_one_off(shared, len, cap),
-        Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
+        Lookup::TooLarge => too_large(len),
     }
+}
+
+/// A get no buffer can hold; still a call that syncs this thread's caches.
+#[cold]
+fn too_large(len: usize) -> Result<Buffer, Error> {
+    thread_cache::sync();
+    Err(Error::TooLarge { requested: len })
 }
 
 /// Thread cache, then shards, then the system. The result is one word,
@@ -325,6 +332,8 @@ fn get_pooled_slow(shared: &Arc<Shared>, class: usize, len: usize) -> Result<Raw
 
 #[cold]
 fn get_one_off(shared: &Shared, len: usize, cap: usize) -> Result<Buffer, Error> {
+    // No cache on this path: sync this thread's caches here (guarantee 8).
+    thread_cache::sync();
     let one = shared.get_one_off(cap).map_err(|OutOfMemory| Error::OutOfMemory { bytes: cap })?;
     Ok(Buffer::one_off(one, len, shared.id))
 }
@@ -409,7 +418,7 @@ impl Local {
                 None => self.get_slow(class, len),
             },
             Lookup::Unpooled(cap) => get_one_off(self.cache.shared(), len, cap),
-            Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
+            Lookup::TooLarge => too_large(len),
         }
     }
 

@@ -185,7 +185,17 @@ impl Shared {
         self.stash_from(home, || bufs.pop());
     }
 
-    fn stash_from(&self, home: usize, mut next: impl FnMut() -> Option<RawBuf>) {
+    fn stash_from(&self, home: usize, next: impl FnMut() -> Option<RawBuf>) {
+        self.stash_unchecked(home, next);
+        if self.is_closed() {
+            // Stashed in a race with `close`, maybe after its drain (the
+            // shard lock orders the two: a stash after the drain sees
+            // CLOSED here): nothing may stay idle in a closed pool.
+            self.drain_shards();
+        }
+    }
+
+    fn stash_unchecked(&self, home: usize, mut next: impl FnMut() -> Option<RawBuf>) {
         let max = self.cfg.max_buffers_per_shard;
         let classes = &self.cfg.classes;
         let mut carry = next();
@@ -337,6 +347,9 @@ impl Shared {
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
         crate::thread_cache::pool_changed();
         self.drain_shards();
+        // The memory goes back once the last slot does, whoever still holds
+        // this shared part (a stale thread cache, a `zp_local`).
+        self.region.close();
     }
 
     fn drain_shards(&self) {

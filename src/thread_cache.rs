@@ -106,6 +106,21 @@ fn sweep(table: &Table, epoch: u64) {
     });
 }
 
+/// Syncs this thread's caches if a pool changed since its last call. For
+/// the calls that reach no cache through the table (`zp_local`, unpooled
+/// and too-large gets, rejected puts, stats, pool creation and free), so
+/// that any call is "the thread's next call" of API.md guarantee 8.
+/// Never from inside a fast path (see the module invariants).
+#[cold]
+pub(crate) fn sync() {
+    tls::with(|table| {
+        let epoch = EPOCH.load(Relaxed);
+        if epoch != table.epoch_seen.get() {
+            sweep(table, epoch);
+        }
+    });
+}
+
 /// The fast path through this thread's table: runs `fast` on the thread's
 /// cache for pool `id` in place, when it has one and no pool changed since
 /// the last call. `Err(state)` otherwise, or when `fast` declines; the

@@ -9,12 +9,19 @@
 //!   through the pool's ordinary path (its own thread cache), so a handle
 //!   used from the wrong thread stays correct, only slower.
 //! - The handle keeps the pool's shared part alive (as a thread cache does),
-//!   not the pool: after `zp_pool_free`, gets fail and puts still take the
-//!   pool's buffers back.
+//!   not the pool nor its memory: after `zp_pool_free`, gets fail and puts
+//!   still take the pool's buffers back, and the pool's memory goes once
+//!   the last one is back, handle or not (issue 26).
+//! - Other threads than the owner touch only the handle's fixed fields,
+//!   never the cache (no `&Local` while the owner may hold `&mut Local`).
+//! - Every slow path of the owner syncs the thread's table after its own
+//!   cache (`thread_cache::sync`), so the table is never behind a handle of
+//!   its thread, whose fast path does not look at the table.
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
 
 use super::boundary::{boundary, get_boundary, handle, set_last_error, try_box};
 use super::buffer::{
@@ -25,13 +32,21 @@ use super::status::zp_status::{self, *};
 use crate::buffer::RawBuf;
 use crate::os::thread_pointer;
 use crate::pool::{try_get_shared, Local};
+use crate::shared::Shared;
+use crate::thread_cache;
 
 /// A thread's own handle on a pool. Opaque.
+///
+/// Other threads than the owner read only the fields outside `local`
+/// (fixed at creation): they never make a reference to the cache, which
+/// the owner may hold `&mut` at that instant.
 pub struct zp_local {
     /// The thread that made it (its thread pointer).
     owner: usize,
     /// The pool handle it was made for: its buffers' owner token.
     pool: *const zp_pool,
+    /// The pool's shared part, for other threads than the owner.
+    shared: Arc<Shared>,
     /// Used by the owner thread only (see the module invariants).
     local: UnsafeCell<Local>,
 }
@@ -45,17 +60,12 @@ impl zp_local {
             // SAFETY: only the owner thread gets here, and it makes one call
             // at a time (C code cannot re-enter a zp_* call on one thread
             // except from a signal handler, which the header forbids), so
-            // this is the only reference to the cache.
+            // this is the only reference to the cache: other threads never
+            // touch `local` (see the type's comment).
             Some(unsafe { &mut *self.local.get() })
         } else {
             None
         }
-    }
-
-    fn any(&self) -> &Local {
-        // SAFETY: a shared read of the cache's pool pointer only (an Arc
-        // fixed at creation); the owner's `&mut` never writes that field.
-        unsafe { &*self.local.get() }
     }
 }
 
@@ -82,9 +92,13 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
             try_box(zp_local {
                 owner: thread_pointer(),
                 pool,
+                shared: cache.shared().clone(),
                 local: UnsafeCell::new(cache),
             })
         });
+        // After the cache read the epoch: the thread's table is never
+        // behind a handle of its thread (see `get_slow`).
+        thread_cache::sync();
         match made {
             Some(b) => Box::into_raw(b),
             None => {
@@ -110,6 +124,7 @@ pub extern "C" fn zp_local_free(local: *mut zp_local) {
             // no call using it in flight.
             drop(unsafe { Box::from_raw(local) });
         }
+        thread_cache::sync();
     })
 }
 
@@ -163,17 +178,22 @@ extern "C" fn get_slow(local: *mut zp_local, size: usize) -> *mut c_void {
         // SAFETY: zp_local_get's caller's contract: a live handle (checked
         // non-NULL).
         let Some(l) = (unsafe { handle(local.cast_const()) }) else { return ptr::null_mut() };
-        if let Some(cache) = l.mine() {
-            if !cache.is_closed() {
-                return hand_out_or_fail(cache.try_get(size));
+        let got = match l.mine() {
+            Some(cache) if !cache.is_closed() => Some(cache.try_get(size)),
+            _ if l.shared.is_closed() => None,
+            _ => Some(try_get_shared(&l.shared, size)),
+        };
+        // Any call of this thread syncs its table's caches (guarantee 8),
+        // after the handle's cache synced: the table is then never behind
+        // a handle, whose fast path does not look at the table.
+        thread_cache::sync();
+        match got {
+            Some(got) => hand_out_or_fail(got),
+            None => {
+                set_last_error(ZP_ERR_INVALID_ARGUMENT);
+                ptr::null_mut()
             }
         }
-        let shared = l.any().shared();
-        if shared.is_closed() {
-            set_last_error(ZP_ERR_INVALID_ARGUMENT);
-            return ptr::null_mut();
-        }
-        hand_out_or_fail(try_get_shared(shared, size))
     })
 }
 
@@ -233,6 +253,8 @@ extern "C" fn put_slow(local: *mut zp_local, id: u64, raw: RawBuf, len: usize) -
         match unsafe { handle(local.cast_const()) }.and_then(zp_local::mine) {
             Some(cache) => {
                 cache.put(raw, len);
+                // As in `get_slow`.
+                thread_cache::sync();
                 ZP_OK
             }
             None => keep_slow(id, raw, len),

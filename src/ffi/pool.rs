@@ -58,6 +58,8 @@ pub(super) fn count_rejected(named: *const zp_pool) {
     if let Some(id) = id {
         crate::pool::count_rejected(id, false);
     }
+    // Still a call of this thread: its caches sync (guarantee 8).
+    crate::thread_cache::sync();
 }
 
 /// The handle table's lock, for the fork handlers.
@@ -66,6 +68,7 @@ pub(crate) fn handles_lock() -> &'static Mutex<Handles> {
 }
 
 fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
+    crate::thread_cache::sync();
     let pool = builder.with_canary().build().map_err(|e| zp_status::from(&e))?;
     let id = pool.id();
     let raw = Box::into_raw(try_box(zp_pool { pool }).ok_or(ZP_ERR_OUT_OF_MEMORY)?);
@@ -155,6 +158,7 @@ pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
         // SAFETY: the header's contract: `pool` came from a zp_pool
         // constructor and is freed once.
         drop(unsafe { Box::from_raw(pool) });
+        crate::thread_cache::sync();
     })
 }
 
@@ -177,6 +181,7 @@ pub extern "C" fn zp_pool_stats(pool: *const zp_pool, out: *mut Stats) -> zp_sta
         if out.is_null() {
             return ZP_ERR_NULL_POINTER;
         }
+        crate::thread_cache::sync();
         // SAFETY: `out` is non-null and, by the header's contract, writable.
         unsafe { out.write(pool.pool.stats()) };
         ZP_OK

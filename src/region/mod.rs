@@ -15,10 +15,16 @@
 //!   lock-free [`radix`] table.
 //!
 //! Lifetime: a [`Region`] belongs to one pool. `life` counts the slots in
-//! use (idle in the pool or handed out) and a CLOSED bit set when the pool
-//! goes away; whoever brings it to "closed, none in use" frees the region,
-//! exactly once. That count changes only when a slot is carved, recycled or
-//! released (slow paths), never on a cached get or put.
+//! use (idle in the pool or handed out), a CLOSED bit set when the pool
+//! closes (its last handle is gone: no slot is handed out any more) and a
+//! DROPPED bit set when the [`RegionHandle`] goes (with the pool's shared
+//! part, which stale thread caches and `zp_local` handles may keep alive
+//! long after). Whoever brings it to "closed, none in use" gives its memory
+//! back (every chunk unmapped), exactly once, at once: a freed pool's
+//! mappings do not wait for the last reference to its shared part (issue
+//! 26). The `Region` itself is freed when both that happened and the
+//! handle is gone. That count changes only when a slot is carved, recycled
+//! or released (slow paths), never on a cached get or put.
 //!
 //! Invariants (checked with `debug_assert!`):
 //! - A slot is in exactly one place: a class's `free` list (pages given
@@ -48,8 +54,15 @@ use crate::os;
 use chunk::{ChunkInit, ChunkMeta};
 use radix::GRANULE;
 
+/// The pool closed: no slot is handed out any more.
 const CLOSED: usize = 1;
-const ONE: usize = 2;
+/// The handle is gone (implies CLOSED): the last user frees the `Region`.
+const DROPPED: usize = 2;
+/// Someone is giving the memory back (count 0, CLOSED): they free the
+/// `Region` afterwards if DROPPED came meanwhile.
+const RELEASING: usize = 4;
+/// One slot in use.
+const ONE: usize = 8;
 /// Slots are committed at least this many bytes at a time.
 const COMMIT_BATCH: usize = 256 << 10;
 /// Released slots of a class wait for at most this many bytes of company
@@ -151,8 +164,8 @@ impl std::ops::Deref for RegionHandle {
 
 impl Drop for RegionHandle {
     fn drop(&mut self) {
-        // SAFETY: the region is live until this close (see Deref).
-        unsafe { Region::close(self.0) };
+        // SAFETY: the region is live until this drop (see Deref).
+        unsafe { Region::drop_handle(self.0) };
     }
 }
 
@@ -212,15 +225,21 @@ impl Region {
     /// again by the system), else a new one. Counts it in use.
     pub(crate) fn alloc(&self, class: usize) -> Result<Slot, OutOfMemory> {
         let c = &self.classes[class];
-        let (ptr, recycled) = {
+        self.enter()?;
+        let got = {
             let mut st = c.state.lock();
             // Pending slots first: still resident, so no page faults.
             match st.pending.pop().or_else(|| st.free.pop()) {
-                Some(p) => (p, true),
-                None => (self.carve(c, class, &mut st)?, false),
+                Some(p) => Ok((p, true)),
+                None => self.carve(c, class, &mut st).map(|p| (p, false)),
             }
         };
-        self.life.fetch_add(ONE, Ordering::Relaxed);
+        let Ok((ptr, recycled)) = got else {
+            // SAFETY: counted by `enter` just above; the region is alive
+            // (the caller's reference) and stays so: its handle is not gone.
+            unsafe { Region::put_life(self.this()) };
+            return Err(OutOfMemory);
+        };
         Ok(Slot { ptr, pin: self.pin_slot(ptr, c.cap), recycled })
     }
 
@@ -364,6 +383,16 @@ impl Region {
     /// a kept one that fits, else a new reservation.
     pub(crate) fn alloc_one_off(&self, cap: usize) -> Result<Slot, OutOfMemory> {
         let stride = cap.checked_add(self.tail).ok_or(OutOfMemory)?;
+        self.enter()?;
+        let got = self.alloc_one_off_entered(cap, stride);
+        if got.is_err() {
+            // SAFETY: as in `alloc`.
+            unsafe { Region::put_life(self.this()) };
+        }
+        got
+    }
+
+    fn alloc_one_off_entered(&self, cap: usize, stride: usize) -> Result<Slot, OutOfMemory> {
         let kept = {
             let mut o = self.one_offs.lock();
             let fit = o.kept.iter().position(|k| k.chunk.reserved >= stride && k.chunk.reserved / 2 <= stride);
@@ -401,7 +430,6 @@ impl Region {
         let recycled = chunk.carved > 0;
         // Ownership of the reservation passes to the buffer; it comes back
         // through `release_one_off`, which finds the chunk by address.
-        self.life.fetch_add(ONE, Ordering::Relaxed);
         Ok(Slot { ptr, pin: self.pin_slot(ptr, cap), recycled })
     }
 
@@ -461,25 +489,76 @@ impl Region {
         unsafe { Region::put_life(this) };
     }
 
-    /// One slot less in use; frees the region if it was the last of a
-    /// closed one.
+    /// This region's address, with the provenance of its allocation.
+    fn this(&self) -> NonNull<Region> {
+        NonNull::new(self.me.load(Ordering::Relaxed)).expect("set at creation")
+    }
+
+    /// One more slot in use, unless the pool closed (then no slot is
+    /// handed out any more: the memory may be going back).
+    fn enter(&self) -> Result<(), OutOfMemory> {
+        self.life
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| (l & CLOSED == 0).then_some(l + ONE))
+            .map(drop)
+            .map_err(|_| OutOfMemory)
+    }
+
+    /// One slot less in use; the memory goes back if it was the last of a
+    /// closed region (and the region too, if its handle is gone).
     unsafe fn put_life(this: NonNull<Region>) {
-        // SAFETY: live until the transition below.
-        let prev = unsafe { this.as_ref() }.life.fetch_sub(ONE, Ordering::AcqRel);
-        debug_assert!(prev >= ONE);
+        // SAFETY: live until the transition below (a slot in use keeps it).
+        let life = &unsafe { this.as_ref() }.life;
+        // The step to "closed, none in use" claims the release in the same
+        // atomic step: nobody else can then free the region under us.
+        let step = |l: usize| {
+            debug_assert!(l >= ONE);
+            let l = l - ONE;
+            Some(if l == CLOSED { l | RELEASING } else { l })
+        };
+        let Ok(prev) = life.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) else { unreachable!() };
         if prev == ONE | CLOSED {
-            // SAFETY: closed and nothing in use: we are the last user.
+            // SAFETY: we claimed the release (RELEASING).
+            unsafe { Region::release_claimed(this) };
+        } else if prev == ONE | CLOSED | DROPPED {
+            // SAFETY: closed, handle gone, nothing in use: the last user.
             unsafe { Region::destroy(this) };
         }
     }
 
-    /// The pool is gone: the region goes once nothing is in use.
-    unsafe fn close(this: NonNull<Region>) {
+    /// The pool closed: no slot is handed out from now on, and the memory
+    /// goes back once none is in use (now, if none is).
+    pub(crate) fn close(&self) {
+        let step = |l: usize| Some(if l / ONE == 0 { l | CLOSED | RELEASING } else { l | CLOSED });
+        let Ok(prev) = self.life.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) else { unreachable!() };
+        if prev & CLOSED == 0 && prev / ONE == 0 {
+            // SAFETY: we claimed the release; the region is alive (the
+            // caller's reference, through its handle).
+            unsafe { Region::release_claimed(self.this()) };
+        }
+    }
+
+    /// Gives the memory back after claiming it (RELEASING); frees the
+    /// region too if its handle went meanwhile.
+    unsafe fn release_claimed(this: NonNull<Region>) {
+        // SAFETY: RELEASING keeps the region alive (`drop_handle` leaves it
+        // to us).
+        let r = unsafe { this.as_ref() };
+        r.release_memory();
+        let prev = r.life.fetch_and(!RELEASING, Ordering::AcqRel);
+        if prev & DROPPED != 0 {
+            // SAFETY: the handle is gone and left the region to us.
+            drop(unsafe { Box::from_raw(this.as_ptr()) });
+        }
+    }
+
+    /// The handle is gone: the region goes once nothing is in use and no
+    /// release is under way.
+    unsafe fn drop_handle(this: NonNull<Region>) {
         // SAFETY: live until the transition below.
-        let prev = unsafe { this.as_ref() }.life.fetch_or(CLOSED, Ordering::AcqRel);
-        debug_assert!(prev & CLOSED == 0, "closed twice");
-        if prev == 0 {
-            // SAFETY: nothing in use, and we closed it: the last user.
+        let prev = unsafe { this.as_ref() }.life.fetch_or(CLOSED | DROPPED, Ordering::AcqRel);
+        debug_assert!(prev & DROPPED == 0, "dropped twice");
+        if prev / ONE == 0 && prev & RELEASING == 0 {
+            // SAFETY: nothing in use and nobody releasing: the last user.
             unsafe { Region::destroy(this) };
         }
     }
@@ -487,14 +566,22 @@ impl Region {
     unsafe fn destroy(this: NonNull<Region>) {
         // SAFETY: the last user (callers' transitions) owns the Box again.
         let region = unsafe { Box::from_raw(this.as_ptr()) };
-        for c in region.classes.iter() {
-            let st = c.state.lock();
-            for ch in &st.chunks {
-                // SAFETY: nothing of a dead region is in use.
+        region.release_memory();
+    }
+
+    /// Unmaps every chunk (idempotent: the lists are left empty).
+    fn release_memory(&self) {
+        for c in self.classes.iter() {
+            let mut st = c.state.lock();
+            let chunks = std::mem::take(&mut st.chunks);
+            for ch in &chunks {
+                // SAFETY: nothing of a closed region with no slot in use is in use.
                 unsafe { destroy_chunk(ch) };
             }
+            st.free.clear();
+            st.pending.clear();
         }
-        region.drop_kept_one_offs();
+        self.drop_kept_one_offs();
     }
 
     /// Gives back the pages of every released slot still resident (trim,
