@@ -22,7 +22,8 @@
 #![cfg_attr(miri, allow(dead_code))]
 
 use std::mem;
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use parking_lot::lock_api::{GuardNoSend, RawMutex as _};
 use parking_lot::Mutex;
@@ -79,18 +80,32 @@ pub(crate) fn reserve_fork_room(open: usize) -> bool {
     held.try_reserve(more).is_ok()
 }
 
-/// Registers the handlers, once per process.
-pub(crate) fn install_handlers() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Miri cannot run foreign functions (and does not fork).
-        #[cfg(not(miri))]
-        // SAFETY: the handlers are `extern "C"` functions with no arguments
-        // that never unwind (see `guarded`).
-        unsafe {
-            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-        }
-    });
+/// Registers the handlers, once per process; false when the system refused
+/// (`pthread_atfork` reports ENOMEM): the caller fails the pool's creation
+/// (out of memory), and the next creation tries again, so no pool ever
+/// exists without them.
+#[must_use]
+pub(crate) fn install_handlers() -> bool {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    if INSTALLED.load(Ordering::Acquire) {
+        return true;
+    }
+    let _one_at_a_time = INSTALLING.lock();
+    if INSTALLED.load(Ordering::Acquire) {
+        return true;
+    }
+    // Miri cannot run foreign functions (and does not fork).
+    #[cfg(not(miri))]
+    // SAFETY: the handlers are `extern "C"` functions with no arguments
+    // that never unwind (see `guarded`).
+    let ok = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) } == 0;
+    #[cfg(miri)]
+    let ok = true;
+    if ok {
+        INSTALLED.store(true, Ordering::Release);
+    }
+    ok
 }
 
 /// Runs a handler; a panic would abort the process from inside fork(), so

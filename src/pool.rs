@@ -102,7 +102,11 @@ impl BufferPool {
     /// A pool from a validated configuration; Err when memory for its
     /// bookkeeping cannot be had (nothing is left behind then).
     pub(crate) fn from_config(cfg: Config) -> Result<BufferPool, OutOfMemory> {
-        crate::fork::install_handlers();
+        // No pool without fork handlers: a refusal (ENOMEM) is reported,
+        // and the next creation tries again.
+        if !crate::fork::install_handlers() {
+            return Err(OutOfMemory);
+        }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Shared::try_new(id, cfg)?;
         // `Arc::new` has no fallible form: probe for its block first.

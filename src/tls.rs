@@ -6,13 +6,16 @@
 //! first use that aborts the process when it cannot allocate. This table
 //! needs no `Drop`: it holds raw pointers to boxed caches, and the caches
 //! are dropped at thread exit by a destructor this module registers itself
-//! when a thread makes its first cache, so that a failure (out of memory)
-//! only means the thread keeps no caches. With glibc that is
-//! `__cxa_thread_atexit_impl`, as the standard library's own thread-locals
-//! use: it runs with the other thread-local destructors (so locks taken
-//! then may still use their own thread-locals) and keeps a `dlopen`ed
-//! library loaded until the threads that hold its destructor have exited.
-//! Elsewhere (and under Miri), a `pthread_key_create` destructor.
+//! when a thread makes its first cache, so that a failure only means the
+//! thread keeps no caches. The destructor is a `pthread_key_create` key's,
+//! made once per process; a thread registers by setting its value, which
+//! for the process's first 32 keys is a store into the thread's own
+//! descriptor (no allocation), and otherwise reports ENOMEM rather than
+//! aborting. (glibc's `__cxa_thread_atexit_impl`, which `thread_local!`
+//! uses, calls `__libc_fatal` when its `calloc` fails: issue 26.) Key
+//! destructors run after the thread-local destructors, and a key does not
+//! keep a `dlopen`ed library loaded, so the library pins itself
+//! (`RTLD_NODELETE`) when the key is made.
 //!
 //! Invariants:
 //! - An entry is null or a pointer from `Box::into_raw` owned by the table.
@@ -25,7 +28,6 @@
 
 use std::cell::Cell;
 use std::ptr;
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
 use std::sync::OnceLock;
 
 use crate::thread_cache::ThreadCache;
@@ -171,25 +173,7 @@ impl Table {
 }
 
 /// Registers `thread_exit` for the calling thread; false when the system
-/// refused (out of memory).
-#[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
-fn register_thread_exit() -> bool {
-    extern "C" {
-        fn __cxa_thread_atexit_impl(
-            dtor: unsafe extern "C" fn(*mut libc::c_void),
-            obj: *mut libc::c_void,
-            dso_symbol: *mut libc::c_void,
-        ) -> libc::c_int;
-        static __dso_handle: u8;
-    }
-    // SAFETY: glibc's thread-local destructor registration (glibc >= 2.18),
-    // as std uses it; `__dso_handle` names this module's DSO so that it
-    // stays loaded while the destructor is pending. It returns non-zero when
-    // it cannot allocate its record.
-    unsafe { __cxa_thread_atexit_impl(thread_exit, ptr::null_mut(), ptr::addr_of!(__dso_handle).cast_mut().cast()) == 0 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
+/// refused (no key, or no memory for the value).
 fn register_thread_exit() -> bool {
     let Some(key) = exit_key() else { return false };
     // Any non-null value makes the destructor run; the table itself is
@@ -200,15 +184,35 @@ fn register_thread_exit() -> bool {
 }
 
 /// The process's key whose destructor drops a thread's caches.
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
 fn exit_key() -> Option<libc::pthread_key_t> {
     static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
     *KEY.get_or_init(|| {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is writable; the destructor is an extern "C" fn
         // that never unwinds.
-        (unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0).then_some(key)
+        let made = unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0;
+        if made {
+            pin_library();
+        }
+        made.then_some(key)
     })
+}
+
+/// Keeps this library loaded for good: a thread's key destructor points
+/// into it, and a `dlclose` before that thread exits would leave it
+/// pointing nowhere. A no-op in an executable (and under Miri).
+fn pin_library() {
+    #[cfg(not(miri))]
+    // SAFETY: dladdr fills `info` for an address of ours; dlopen with
+    // RTLD_NOLOAD only takes another reference to an object already loaded
+    // (with RTLD_NODELETE: never unloaded), and fails harmlessly otherwise.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let here = thread_exit as unsafe extern "C" fn(*mut libc::c_void) as *const libc::c_void;
+        if libc::dladdr(here, &mut info) != 0 && !info.dli_fname.is_null() {
+            libc::dlopen(info.dli_fname, libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE);
+        }
+    }
 }
 
 /// Thread exit: the caches go back to their pools (or are released).
