@@ -110,7 +110,7 @@ impl BufferPool {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Shared::try_new(id, cfg)?;
         // `Arc::new` has no fallible form: probe for its block first.
-        if !crate::os::can_allocate(std::mem::size_of::<Shared>() + 2 * std::mem::size_of::<usize>()) {
+        if !crate::os::can_allocate_arc::<Shared>() {
             return Err(OutOfMemory);
         }
         let shared = Arc::new(shared);

@@ -235,7 +235,7 @@ impl ThreadCache {
         let mut scratch = Vec::new();
         scratch.try_reserve_exact(depth).ok()?;
         // `Arc::new` has no fallible form: probe for its block first.
-        if !crate::os::can_allocate(std::mem::size_of::<LocalCounters>() + 2 * std::mem::size_of::<usize>()) {
+        if !crate::os::can_allocate_arc::<LocalCounters>() {
             return None;
         }
         let counters = Arc::new(LocalCounters::default());

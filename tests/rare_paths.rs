@@ -240,3 +240,216 @@ fn stale_caches_and_zp_local_handles_do_not_keep_a_freed_pools_memory() {
     g.join().unwrap();
     assert_eq!(left, 0, "{left} of {N} buffers of the freed pool still mapped after every one came back");
 }
+
+// ---- Allocation failures, injected ----------------------------------------
+
+/// The test binary's allocator: the system's, failing on demand on the
+/// thread that asks (so the harness's own threads are never affected).
+struct Failing;
+
+#[derive(Clone, Copy)]
+enum Fail {
+    Off,
+    /// Every allocation aligned to at least `.0` bytes, after `.1` more
+    /// of them.
+    AlignedAfter(usize, usize),
+    /// Every allocation aligned to less than 64 bytes, after this many
+    /// more of them (the cache-padded blocks behind an `Arc`, which no
+    /// probe can make fallible, are `AlignedAfter`'s).
+    After(usize),
+}
+
+thread_local! {
+    static FAIL: std::cell::Cell<Fail> = const { std::cell::Cell::new(Fail::Off) };
+    /// The layout this thread freed last: a real allocator hands that
+    /// block back to the next allocation of the same layout, so refusing
+    /// it would model no allocator (the probes before `Arc::new` rely on it).
+    static LAST_FREED: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+fn refuse(layout: std::alloc::Layout) -> bool {
+    let reused = LAST_FREED.try_with(|l| l.replace((0, 0)) == (layout.size(), layout.align())).unwrap_or(false);
+    if reused {
+        return false;
+    }
+    FAIL.try_with(|f| match f.get() {
+        Fail::Off => false,
+        Fail::AlignedAfter(a, _) if layout.align() < a => false,
+        Fail::AlignedAfter(_, 0) => true,
+        Fail::AlignedAfter(a, n) => {
+            f.set(Fail::AlignedAfter(a, n - 1));
+            false
+        }
+        Fail::After(_) if layout.align() >= 64 => false,
+        Fail::After(0) => true,
+        Fail::After(n) => {
+            f.set(Fail::After(n - 1));
+            false
+        }
+    })
+    .unwrap_or(false)
+}
+
+// SAFETY (test): forwards to the system allocator, or refuses (null), which
+// GlobalAlloc allows.
+unsafe impl std::alloc::GlobalAlloc for Failing {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if refuse(layout) {
+            return ptr::null_mut();
+        }
+        // SAFETY (test): the caller's layout, passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if refuse(layout) {
+            return ptr::null_mut();
+        }
+        // SAFETY (test): as above.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
+        let _ = LAST_FREED.try_with(|l| l.set((layout.size(), layout.align())));
+        // SAFETY (test): as above.
+        unsafe { std::alloc::System.dealloc(p, layout) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY (test): a valid layout for the new size (align unchanged).
+        if refuse(unsafe { std::alloc::Layout::from_size_align_unchecked(new, layout.align()) }) {
+            return ptr::null_mut();
+        }
+        // SAFETY (test): as above.
+        unsafe { std::alloc::System.realloc(p, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Failing = Failing;
+
+/// Runs `f` with this thread's allocations failing as `mode` says.
+fn failing<R>(mode: Fail, f: impl FnOnce() -> R) -> R {
+    FAIL.with(|c| c.set(mode));
+    let r = f();
+    FAIL.with(|c| c.set(Fail::Off));
+    r
+}
+
+/// Runs the scenario `name` of [`child_scenario`] in a fresh process (this
+/// test binary again): an abort there fails the test without taking the
+/// other tests down, and the last line it printed says where.
+fn in_child(name: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "child_scenario", "--nocapture", "--test-threads=1"])
+        .env("ZP_RARE_SCENARIO", name)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scenario {name} died ({}):\n{text}", out.status);
+    assert!(text.contains(&format!("scenario {name}: done")), "scenario {name} did not run:\n{text}");
+}
+
+/// Not a test of its own: the body of [`in_child`]'s process.
+#[test]
+fn child_scenario() {
+    let Ok(name) = std::env::var("ZP_RARE_SCENARIO") else { return };
+    match name.as_str() {
+        // The OOM probe before `Arc::new(Shared)` must ask for the
+        // alignment the Arc's block needs (128: `Shared` is cache padded).
+        // When an `Arc::new` has no fallible form, the probe before it
+        // asks for the alignment the Arc's block needs (128: `Shared` and
+        // the thread counters are cache padded), so a system that has no
+        // such block gets an error, not an abort. Every aligned allocation
+        // on the way fails in turn (and all after it).
+        "arc_alignment" => {
+            for k in 0..16 {
+                eprintln!("aligned allocation {k} fails");
+                let p = failing(Fail::AlignedAfter(64, k), || zp_pool_new());
+                if p.is_null() {
+                    continue;
+                }
+                let pp = P(p as usize);
+                // A thread's first calls: served uncached if need be.
+                let t = thread::spawn(move || {
+                    let p = pp;
+                    failing(Fail::AlignedAfter(64, k), || {
+                        let b = zp_get(p.pool(), 4096);
+                        assert!(!b.is_null());
+                        assert_eq!(zp_put(p.pool(), b), zp_status::ZP_OK);
+                        let l = zp_local_new(p.pool());
+                        zp_local_free(l);
+                    })
+                });
+                t.join().unwrap();
+                zp_pool_free(p);
+            }
+            let b = failing(Fail::AlignedAfter(64, 0), || BufferPool::builder().build());
+            assert!(matches!(b, Err(Error::OutOfMemory { .. })), "{b:?}");
+        }
+        // An invalid setting builds no message that needs memory.
+        "invalid_setting" => {
+            let cfg = zp_config_new();
+            assert!(!cfg.is_null());
+            let st = failing(Fail::After(0), || {
+                [
+                    zp_config_set_tls_cache_size(cfg, usize::MAX),
+                    zp_config_set_num_shards(cfg, 3),
+                    zp_config_set_min_buffer_size(cfg, 0),
+                    zp_config_set_max_buffers_per_shard(cfg, 0),
+                ]
+            });
+            assert!(st.iter().all(|&s| s == zp_status::ZP_ERR_INVALID_ARGUMENT), "{st:?}");
+            let e = failing(Fail::After(0), || BufferPool::builder().num_shards(3).build());
+            assert!(matches!(e, Err(Error::InvalidConfig { setting: "num_shards", .. })), "{e:?}");
+            zp_config_free(cfg);
+        }
+        // Pool creation and a thread's first calls, with the n-th
+        // allocation on the way refused, for every n until none is.
+        "countdown" => {
+            let mut served = 0;
+            for n in 0..400 {
+                eprintln!("countdown {n}");
+                let p = failing(Fail::After(n), || zp_pool_new());
+                if !p.is_null() {
+                    let p = P(p as usize);
+                    let t = thread::spawn(move || {
+                        failing(Fail::After(n), || {
+                            let b = zp_get(p.pool(), 4096);
+                            if !b.is_null() {
+                                assert_eq!(zp_put(p.pool(), b), zp_status::ZP_OK);
+                            }
+                            let l = zp_local_new(p.pool());
+                            if !l.is_null() {
+                                let b = zp_local_get(l, 70_000);
+                                if !b.is_null() {
+                                    assert_eq!(zp_local_put(l, b), zp_status::ZP_OK);
+                                }
+                                zp_local_free(l);
+                            }
+                        })
+                    });
+                    t.join().unwrap();
+                    zp_pool_free(p.pool());
+                    served += 1;
+                }
+            }
+            assert!(served > 100, "the countdown ran past every allocation on the way: {served} pools");
+        }
+        other => panic!("no scenario {other}"),
+    }
+    println!("scenario {name}: done");
+}
+
+#[test]
+fn pool_creation_probes_for_the_alignment_its_arc_needs() {
+    in_child("arc_alignment");
+}
+
+#[test]
+fn an_invalid_setting_needs_no_memory() {
+    in_child("invalid_setting");
+}
+
+#[test]
+fn every_allocation_failure_on_the_way_to_a_pool_and_a_first_call_is_reported() {
+    in_child("countdown");
+}
