@@ -60,6 +60,6 @@ pub use config::{AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_MIN_BUFFE
 pub use error::Error;
 pub use ffi::*;
 #[doc(hidden)]
-pub use fork::__with_fork_lock_held_for_test;
+pub use fork::{__with_buffer_lock_held_for_test, __with_fork_lock_held_for_test};
 pub use pool::BufferPool;
 pub use stats::Stats;

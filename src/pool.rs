@@ -15,10 +15,14 @@ use crate::size_class::{Lookup, SizeClasses};
 use crate::stats::Stats;
 use crate::thread_cache::{self, with_cache, Popped, ThreadCache};
 
-/// Open pools by id: how a returned buffer finds its pool without holding
-/// a reference count. Ids are never reused, so a buffer of a dropped pool
-/// finds nothing and is released. Sorted by id (ids only grow, so an insert
-/// is a push); growth is fallible, so creating a pool never aborts.
+/// Pools by id: how a returned buffer finds its pool without holding a
+/// reference count. Ids are never reused, and a closed pool is never
+/// found, so a buffer of a dropped pool finds nothing and is released.
+/// A closed pool stays listed while its shared part lives (stale thread
+/// caches, `zp_local` handles), so that the fork handlers hold its locks
+/// too (issue 26); entries whose shared part is gone are pruned at the
+/// next insert. Sorted by id (ids only grow, so an insert is a push);
+/// growth is fallible, so creating a pool never aborts.
 pub(crate) struct PoolTable(Vec<(u64, Weak<Shared>)>);
 
 impl PoolTable {
@@ -27,23 +31,19 @@ impl PoolTable {
     }
 
     fn get(&self, id: u64) -> Option<Arc<Shared>> {
-        self.find(id).ok().and_then(|i| self.0[i].1.upgrade())
+        self.find(id).ok().and_then(|i| self.0[i].1.upgrade()).filter(|s| !s.is_closed())
     }
 
     fn try_insert(&mut self, id: u64, shared: Weak<Shared>) -> Result<(), OutOfMemory> {
+        self.0.retain(|(_, w)| w.strong_count() > 0);
         self.0.try_reserve(1).map_err(|_| OutOfMemory)?;
         let at = self.find(id).unwrap_or_else(|at| at);
         self.0.insert(at, (id, shared));
         Ok(())
     }
 
-    fn remove(&mut self, id: u64) {
-        if let Ok(i) = self.find(id) {
-            self.0.remove(i);
-        }
-    }
-
-    /// The open pools (for the fork handlers).
+    /// The pools whose shared part lives, open or closed (for the fork
+    /// handlers).
     pub(crate) fn open(&self) -> impl Iterator<Item = Arc<Shared>> + '_ {
         self.0.iter().filter_map(|(_, w)| w.upgrade())
     }
@@ -265,7 +265,7 @@ impl Clone for BufferPool {
 impl Drop for BufferPool {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            POOLS.lock().remove(self.shared.id);
+            // Stays listed (not found any more) while the shared part lives.
             self.shared.close();
             thread_cache::detach(self.shared.id);
         }

@@ -386,13 +386,14 @@ impl Shared {
         stats
     }
 
-    /// Every lock of this pool, in the order they are taken together
-    /// (shards by index, then the counter registry, as `stats` does; then
-    /// the region's, which are never held while taking another).
+    /// Every lock of this pool but its region's, in the order they are
+    /// taken together (shards by index, then the counter registry, as
+    /// `stats` does). The fork handlers take the region's with every live
+    /// region's (`region::regions_lock`): a region can outlive its pool.
     pub(crate) fn locks(&self) -> impl DoubleEndedIterator<Item = &dyn ForkLock> {
         // No allocation: the fork handlers run this inside fork().
         let shards = self.shards.iter().map(|s| s.mutex() as &dyn ForkLock);
-        shards.chain(std::iter::once(self.registry.mutex() as &dyn ForkLock)).chain(self.region.locks())
+        shards.chain(std::iter::once(self.registry.mutex() as &dyn ForkLock))
     }
 
     /// Bytes reserved now (idle bytes plus thread-cache credit).

@@ -434,9 +434,107 @@ fn child_scenario() {
             }
             assert!(served > 100, "the countdown ran past every allocation on the way: {served} pools");
         }
+        // fork() while another thread returns a buffer of a freed pool
+        // (whose shared part is gone: only its region lives, while buffers
+        // are out), holding its class lock as `zp_put` does: the fork must
+        // wait for it, and the child must return another buffer of the
+        // class (same lock) and an unpooled one (the one-off list's lock).
+        "fork_while_a_freed_pools_buffer_comes_back" => {
+            let pool = P(c_pool(64 * KIB, 0, 64 * MIB) as usize);
+            let get = |n| {
+                let b = zp_get(pool.pool(), n);
+                assert!(!b.is_null());
+                P(b as usize)
+            };
+            let (held, mine, big) = (get(60 * KIB), get(60 * KIB), get(64 * MIB));
+            zp_pool_free(pool.pool());
+            for (locked, what) in [(held, "a class lock"), (big, "the one-off list")] {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let w = thread::spawn(move || {
+                    __with_buffer_lock_held_for_test(locked.0 as *const u8, || {
+                        tx.send(()).unwrap();
+                        thread::sleep(std::time::Duration::from_millis(200));
+                    })
+                });
+                rx.recv().unwrap();
+                let t0 = std::time::Instant::now();
+                // SAFETY (test): the child makes two calls and _exits.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0);
+                if pid == 0 {
+                    // SAFETY: plain calls in the child.
+                    unsafe {
+                        libc::alarm(5);
+                        let ok = zp_put(pool.pool(), mine.buf()) == zp_status::ZP_OK
+                            && zp_put(pool.pool(), big.buf()) == zp_status::ZP_OK;
+                        libc::_exit(if ok { 0 } else { 1 });
+                    }
+                }
+                let waited = t0.elapsed();
+                let mut status = 0;
+                // SAFETY: our own child.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(w.join().unwrap());
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "{what} held: the child hung or failed (status {status}; 14 is SIGALRM), fork returned after {waited:?}"
+                );
+                assert!(waited.as_millis() >= 60, "{what} held: fork did not wait for it ({waited:?})");
+            }
+            for b in [held, mine, big] {
+                assert_eq!(zp_put(pool.pool(), b.buf()), zp_status::ZP_OK);
+            }
+        }
+        // fork() while `zp_pool_new` fails on its way (the handle table
+        // cannot grow) and drops the pool it built: no deadlock.
+        "fork_while_pool_creation_fails" => {
+            static READY: AtomicUsize = AtomicUsize::new(0);
+            fn while_held() {
+                READY.store(1, Ordering::SeqCst);
+                thread::sleep(std::time::Duration::from_millis(300));
+            }
+            thread::spawn(|| {
+                thread::sleep(std::time::Duration::from_secs(10));
+                eprintln!("deadlock: fork or zp_pool_new still waiting after 10 s");
+                // SAFETY: ends the process at once.
+                unsafe { libc::_exit(3) };
+            });
+            let keep = zp_pool_new(); // a live pool: its locks are taken too
+            assert!(!keep.is_null());
+            __fail_next_handle_insert_for_test(while_held);
+            let a = thread::spawn(|| zp_pool_new().is_null());
+            while READY.load(Ordering::SeqCst) == 0 {
+                std::hint::spin_loop();
+            }
+            // SAFETY (test): the child _exits at once.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                // SAFETY: ends the child.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(a.join().unwrap(), "the creation failed (injected)");
+            let b = zp_get(keep, 4096);
+            assert!(!b.is_null());
+            assert_eq!(zp_put(keep, b), zp_status::ZP_OK);
+            zp_pool_free(keep);
+        }
         other => panic!("no scenario {other}"),
     }
     println!("scenario {name}: done");
+}
+
+#[test]
+fn fork_while_a_freed_pools_buffer_comes_back() {
+    in_child("fork_while_a_freed_pools_buffer_comes_back");
+}
+
+#[test]
+fn fork_while_pool_creation_fails() {
+    in_child("fork_while_pool_creation_fails");
 }
 
 #[test]

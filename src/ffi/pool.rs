@@ -1,6 +1,7 @@
 //! `zp_pool`: the pool handle.
 
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -35,6 +36,14 @@ impl Handles {
     }
 
     fn try_insert(&mut self, addr: usize, id: u64) -> Result<(), zp_status> {
+        let hook = FAIL_INSERT.swap(0, Ordering::Relaxed);
+        if hook != 0 {
+            // SAFETY: only `__fail_next_handle_insert_for_test` stores here,
+            // and it stores a `fn()`.
+            let hook: fn() = unsafe { std::mem::transmute::<usize, fn()>(hook) };
+            hook();
+            return Err(ZP_ERR_OUT_OF_MEMORY);
+        }
         self.0.try_reserve(1).map_err(|_| ZP_ERR_OUT_OF_MEMORY)?;
         match self.find(addr) {
             Ok(i) => self.0[i].1 = id,
@@ -48,6 +57,18 @@ impl Handles {
             self.0.remove(i);
         }
     }
+}
+
+/// A `fn()` to run (then fail) in the next handle insertion; 0: none.
+static FAIL_INSERT: AtomicUsize = AtomicUsize::new(0);
+
+/// TEST-ONLY hook, not part of the API (hidden, may change without notice):
+/// the next pool creation through the C API fails as if the handle table
+/// could not grow (out of memory), after running `while_held` with the
+/// table's lock held. Lets a test fork on that error path.
+#[doc(hidden)]
+pub fn __fail_next_handle_insert_for_test(while_held: fn()) {
+    FAIL_INSERT.store(while_held as usize, Ordering::Relaxed);
 }
 
 /// Counts a rejected `zp_put` against the pool it named, if that is live.
@@ -75,7 +96,10 @@ fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
     // `zp_put` tells this pool's buffers by the handle's address.
     // SAFETY: just made, not yet shared.
     unsafe { &*raw }.pool.set_owner_token(raw as usize);
-    if let Err(status) = HANDLES.lock().try_insert(raw as usize, id) {
+    // The table's lock goes before the pool is dropped: a drop takes the
+    // pool's own locks, which come after the table's in the fork order.
+    let inserted = HANDLES.lock().try_insert(raw as usize, id);
+    if let Err(status) = inserted {
         // SAFETY: made just above, never handed out.
         drop(unsafe { Box::from_raw(raw) });
         return Err(status);

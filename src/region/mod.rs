@@ -144,6 +144,35 @@ unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
 
+/// Every live region (by address), so that the fork handlers hold the
+/// locks of regions whose pool is gone but whose buffers are still out:
+/// a `zp_put` of such a buffer takes its region's class lock (issue 26).
+/// A region is in the list from creation until its memory is freed; it
+/// takes itself out (under this lock) before it is freed, so a holder of
+/// this lock may use every region listed. Room is reserved at creation,
+/// so taking a region out never allocates.
+pub(crate) struct Regions(Vec<usize>);
+
+static REGIONS: Mutex<Regions> = Mutex::new(Regions(Vec::new()));
+
+/// The live-region list's lock (for the fork handlers).
+pub(crate) fn regions_lock() -> &'static Mutex<Regions> {
+    &REGIONS
+}
+
+impl Regions {
+    /// Every lock of every listed region, in the order they are taken
+    /// together (by region, as [`Region::locks`]).
+    pub(crate) fn locks(&self) -> impl DoubleEndedIterator<Item = &dyn ForkLock> {
+        self.0.iter().flat_map(|&r| {
+            // SAFETY: a listed region is alive while the list's lock is
+            // held (see `Regions`), and the list is borrowed from its guard.
+            let r = unsafe { &*(r as *const Region) };
+            r.locks()
+        })
+    }
+}
+
 /// The pool's owning handle on its region: dropping it closes the region,
 /// which is freed once its last slot is back.
 pub(crate) struct RegionHandle(NonNull<Region>);
@@ -207,9 +236,13 @@ impl Region {
             one_offs: Mutex::new(OneOffs::default()),
         };
         let region = os::try_box(region).map_err(|_| OutOfMemory)?;
+        let mut regions = REGIONS.lock();
+        regions.0.try_reserve(1).map_err(|_| OutOfMemory)?;
         let raw = Box::into_raw(region);
         // SAFETY: just made from a Box: valid, and ours alone until returned.
         unsafe { (*raw).me.store(raw, Ordering::Relaxed) };
+        regions.0.push(raw as usize);
+        drop(regions);
         // SAFETY: Box::into_raw never returns null.
         Ok(RegionHandle(unsafe { NonNull::new_unchecked(raw) }))
     }
@@ -547,7 +580,7 @@ impl Region {
         let prev = r.life.fetch_and(!RELEASING, Ordering::AcqRel);
         if prev & DROPPED != 0 {
             // SAFETY: the handle is gone and left the region to us.
-            drop(unsafe { Box::from_raw(this.as_ptr()) });
+            unsafe { Region::free(this) };
         }
     }
 
@@ -564,9 +597,27 @@ impl Region {
     }
 
     unsafe fn destroy(this: NonNull<Region>) {
-        // SAFETY: the last user (callers' transitions) owns the Box again.
-        let region = unsafe { Box::from_raw(this.as_ptr()) };
-        region.release_memory();
+        // SAFETY: the last user (callers' transitions): alive until freed.
+        unsafe { this.as_ref() }.release_memory();
+        // SAFETY: as above.
+        unsafe { Region::free(this) };
+    }
+
+    /// Takes the region out of the live list, then frees it.
+    ///
+    /// # Safety
+    /// The caller is the region's last user, and holds none of its locks.
+    unsafe fn free(this: NonNull<Region>) {
+        {
+            let mut regions = REGIONS.lock();
+            let at = regions.0.iter().position(|&r| r == this.as_ptr() as usize);
+            debug_assert!(at.is_some(), "a live region is listed");
+            if let Some(at) = at {
+                regions.0.swap_remove(at);
+            }
+        }
+        // SAFETY: the caller's promise; nobody can find it any more.
+        drop(unsafe { Box::from_raw(this.as_ptr()) });
     }
 
     /// Unmaps every chunk (idempotent: the lists are left empty).
