@@ -170,6 +170,9 @@ pub(crate) unsafe fn commit(ptr: NonNull<u8>, len: usize) -> bool {
 /// # Safety
 /// The range must be committed memory of ours that no live buffer uses.
 pub(crate) unsafe fn decommit(ptr: NonNull<u8>, len: usize) -> bool {
+    if FAIL_DECOMMIT.load(Ordering::Relaxed) {
+        return false;
+    }
     #[cfg(not(miri))]
     {
         // SAFETY: the range is ours and unused (caller's promise).
@@ -181,6 +184,18 @@ pub(crate) unsafe fn decommit(ptr: NonNull<u8>, len: usize) -> bool {
         unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
         true
     }
+}
+
+/// Set by [`__fail_madvise_for_test`]: every [`decommit`] fails.
+static FAIL_DECOMMIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// TEST-ONLY hook, not part of the API (hidden, may change without notice):
+/// while `on`, giving pages back (`madvise(MADV_DONTNEED)`) fails, as it
+/// does for locked pages (e.g. after `mlockall(MCL_FUTURE)`), so the
+/// fallbacks (scrub by hand) run.
+#[doc(hidden)]
+pub fn __fail_madvise_for_test(on: bool) {
+    FAIL_DECOMMIT.store(on, Ordering::Relaxed);
 }
 
 /// Decommits a range and makes it inaccessible again, keeping the address

@@ -522,6 +522,42 @@ fn child_scenario() {
             assert_eq!(zp_put(keep, b), zp_status::ZP_OK);
             zp_pool_free(keep);
         }
+        // An unpooled buffer (3 MiB + 1: its reservation is rounded up to
+        // 4 MiB, of which 3 MiB + 2 pages are accessible) is released while
+        // giving pages back fails: the fallback scrubs what is accessible,
+        // and only that. Injected, then for real under mlockall(MCL_FUTURE)
+        // where the process may lock (root, or a large RLIMIT_MEMLOCK).
+        "unpooled_release_when_madvise_fails" => {
+            let pool = P(c_pool(4 * KIB, 4, MIB) as usize);
+            let once = |what: &str| {
+                for size in [3 * MIB + 1, 5 * MIB - 4 * KIB, 64 * KIB + 1] {
+                    eprintln!("{what}: {size} bytes");
+                    let b = zp_get(pool.pool(), size);
+                    assert!(!b.is_null(), "{what}: {size}");
+                    // SAFETY (test): a live buffer of `size` bytes.
+                    unsafe { ptr::write_bytes(b.cast::<u8>(), 0x5A, size) };
+                    assert_eq!(zp_put(pool.pool(), b), zp_status::ZP_OK, "{what}: {size}");
+                    // And an overflowed one (scrubbed as dirty, released at once).
+                    let b = zp_get(pool.pool(), size);
+                    assert!(!b.is_null(), "{what}: {size}");
+                    // SAFETY (test): the byte right after `size`, in the canary's room.
+                    unsafe { b.cast::<u8>().add(size).write(0xEE) };
+                    assert_eq!(zp_put(pool.pool(), b), zp_status::ZP_ERR_OVERFLOW, "{what}: {size}");
+                }
+            };
+            __fail_madvise_for_test(true);
+            once("madvise fails (injected)");
+            __fail_madvise_for_test(false);
+            // SAFETY: locks this child process's future mappings.
+            if unsafe { libc::mlockall(libc::MCL_FUTURE) } == 0 {
+                once("mlockall(MCL_FUTURE)");
+                // SAFETY: undoes it.
+                unsafe { libc::munlockall() };
+            } else {
+                eprintln!("mlockall refused: the real case is not checked here");
+            }
+            zp_pool_free(pool.pool());
+        }
         other => panic!("no scenario {other}"),
     }
     println!("scenario {name}: done");
@@ -535,6 +571,11 @@ fn fork_while_a_freed_pools_buffer_comes_back() {
 #[test]
 fn fork_while_pool_creation_fails() {
     in_child("fork_while_pool_creation_fails");
+}
+
+#[test]
+fn unpooled_release_when_madvise_fails() {
+    in_child("unpooled_release_when_madvise_fails");
 }
 
 #[test]

@@ -489,16 +489,24 @@ impl Region {
     /// unless `dirty`): its pages go back and its address space is kept,
     /// inaccessible, for a later unpooled buffer.
     ///
+    /// `cap` is the capacity it was allocated with: only `cap` plus the
+    /// tail are accessible, of a reservation rounded up to the granule
+    /// (scrubbing past them would fault: issue 26).
+    ///
     /// # Safety
-    /// As [`release`](Self::release), for a buffer from `alloc_one_off`.
-    pub(crate) unsafe fn release_one_off(this: NonNull<Region>, ptr: NonNull<u8>, dirty: bool, pinned: bool) {
+    /// As [`release`](Self::release), for a buffer from `alloc_one_off`
+    /// of capacity `cap`.
+    pub(crate) unsafe fn release_one_off(this: NonNull<Region>, ptr: NonNull<u8>, cap: usize, dirty: bool, pinned: bool) {
         // SAFETY: a buffer in use keeps the region alive.
         let r = unsafe { this.as_ref() };
         let s = chunk::SlotRef::find(ptr.as_ptr() as usize).expect("a live unpooled buffer is published");
         let stride = s.stride();
-        // SAFETY: the caller gives it up.
+        let open = cap.saturating_add(r.tail).min(stride);
+        debug_assert_eq!(open, cap + r.tail, "the capacity it was allocated with");
+        // SAFETY: the caller gives it up; `open` bytes were committed by
+        // `alloc_one_off`, the rest of the stride is reserved only.
         unsafe {
-            clear_pages(ptr, stride - r.tail, stride, dirty, pinned);
+            clear_pages(ptr, open - r.tail, open, dirty, pinned);
             os::retire_range(ptr, stride);
         }
         let meta = radix::find(ptr.as_ptr() as usize).expect("published");
@@ -846,12 +854,12 @@ mod tests {
         let p = s.ptr;
         assert!(SlotRef::find(p.as_ptr() as usize).is_some());
         // SAFETY: ours, unused from here on.
-        unsafe { Region::release_one_off(r.0, p, false, false) };
+        unsafe { Region::release_one_off(r.0, p, big, false, false) };
         assert!(SlotRef::find(p.as_ptr() as usize).is_some(), "kept, not unmapped");
         let again = r.alloc_one_off(big - 4096).unwrap();
         assert_eq!(again.ptr, p);
         assert!(again.recycled);
         // SAFETY: ours.
-        unsafe { Region::release_one_off(r.0, again.ptr, false, false) };
+        unsafe { Region::release_one_off(r.0, again.ptr, big - 4096, false, false) };
     }
 }
