@@ -143,7 +143,8 @@ pub(crate) fn fast<S, R>(id: u64, state: S, fast: impl FnOnce(&mut ThreadCache, 
 /// thread's table direct-mapped by pool id: one thread-local access and one
 /// index per call, whatever the number of pools), creating the cache from
 /// `attach` on first use (a cache of another pool in the same entry is
-/// flushed to its pool and replaced: constant time). None when there is no
+/// kept aside in the table and swaps back in when its pool is used: no
+/// cache is rebuilt when pools whose ids are 1,024 apart alternate). None when there is no
 /// usable cache: the thread is exiting, the entry is in use further up the
 /// stack (re-entry), or `attach` finds no open pool. Callers then take the
 /// uncached path.
@@ -159,7 +160,7 @@ pub(crate) fn with_cache<R>(
             sweep(table, epoch);
         }
         let i = id as usize % tls::TABLE;
-        match table.take(i) {
+        match table.take_for(i, id) {
             Some(mut tc) if tc.id == id => {
                 let r = f(&mut tc);
                 table.put_back(i, tc);
@@ -202,7 +203,7 @@ fn attach_and_run<R>(
 pub(crate) fn detach(id: u64) {
     tls::with(|table| {
         let i = id as usize % tls::TABLE;
-        if let Some(tc) = table.take(i) {
+        if let Some(tc) = table.take_for(i, id) {
             if tc.id == id {
                 drop(tc);
             } else {

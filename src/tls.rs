@@ -24,9 +24,12 @@
 //!   on the fast path ([`Table::in_place`]), whose closures call nothing
 //!   that reaches this table (checked in debug builds).
 //! - Once the thread-exit destructor ran (`dead`), nothing is stored again.
+//! - The overflow list holds pointers from `Box::into_raw` owned by the
+//!   table, of caches whose pools share an entry with the entry's occupant.
 #![allow(unsafe_code)]
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
+use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -34,7 +37,9 @@ use crate::thread_cache::ThreadCache;
 
 /// Entries in a thread's table. A pool's cache lives at `id % TABLE`; ids
 /// are handed out in sequence, so a thread using up to this many pools
-/// created close together never sees a collision.
+/// created close together never sees a collision. Pools that do share an
+/// entry keep their caches: the one not in the entry waits in the table's
+/// overflow list and swaps in on its next slow path.
 pub(crate) const TABLE: usize = 1024;
 
 pub(crate) struct Table {
@@ -49,6 +54,13 @@ pub(crate) struct Table {
     /// The thread-exit destructor ran: keep nothing any more.
     dead: Cell<bool>,
     entries: [Cell<*mut ThreadCache>; TABLE],
+    /// Caches displaced from their entry by another pool's with the same
+    /// entry (ids 1,024 apart): kept, not dropped, so that two pools used
+    /// in turn swap places (slow path, no lock) instead of rebuilding a
+    /// cache on every call (issue 26). Grown fallibly; `ManuallyDrop`, so
+    /// the table needs no destructor (`thread_exit` empties and frees it).
+    /// Touched only by this module's non-reentrant methods.
+    overflow: UnsafeCell<ManuallyDrop<Vec<*mut ThreadCache>>>,
 }
 
 thread_local! {
@@ -60,6 +72,7 @@ thread_local! {
             registered: Cell::new(false),
             dead: Cell::new(false),
             entries: [const { Cell::new(ptr::null_mut()) }; TABLE],
+            overflow: UnsafeCell::new(ManuallyDrop::new(Vec::new())),
         }
     };
 }
@@ -126,6 +139,52 @@ impl Table {
         }
     }
 
+    /// Takes pool `id`'s cache for entry `i`: the entry's own if it is
+    /// that pool's, else one displaced earlier, which then swaps places
+    /// with the entry's occupant (constant time in the number of pools
+    /// sharing the entry). Otherwise as [`take`](Self::take): the entry's
+    /// occupant (another pool's) or None.
+    #[inline]
+    pub(crate) fn take_for(&self, i: usize, id: u64) -> Option<Box<ThreadCache>> {
+        let home = self.take(i);
+        if home.as_ref().is_none_or(|tc| tc.id() != id) {
+            if let Some(mine) = self.take_displaced(id) {
+                if let Some(other) = home {
+                    // No room to keep it displaced: flushed to its pool.
+                    drop(self.displace(other));
+                }
+                return Some(mine);
+            }
+        }
+        home
+    }
+
+    /// Takes pool `id`'s cache out of the displaced ones.
+    #[cold]
+    fn take_displaced(&self, id: u64) -> Option<Box<ThreadCache>> {
+        // SAFETY: only this module's methods touch `overflow`, none of them
+        // re-entrantly (they call nothing that reaches the table), and this
+        // thread alone (a thread-local).
+        let overflow = unsafe { &mut *self.overflow.get() };
+        // SAFETY: displaced entries are live boxes owned by the table.
+        let at = overflow.iter().position(|&p| unsafe { (*p).id() } == id)?;
+        // SAFETY: as above; taking it out moves ownership.
+        Some(unsafe { Box::from_raw(overflow.swap_remove(at)) })
+    }
+
+    /// Keeps a cache displaced from its entry; gives it back (to be
+    /// dropped) when there is no room.
+    #[cold]
+    fn displace(&self, tc: Box<ThreadCache>) -> Option<Box<ThreadCache>> {
+        // SAFETY: as in `take_displaced`.
+        let overflow = unsafe { &mut *self.overflow.get() };
+        if overflow.try_reserve(1).is_err() {
+            return Some(tc);
+        }
+        overflow.push(Box::into_raw(tc));
+        None
+    }
+
     /// Puts a cache taken with `take` back, where it was.
     #[inline(always)]
     pub(crate) fn put_back(&self, i: usize, tc: Box<ThreadCache>) {
@@ -137,16 +196,20 @@ impl Table {
         }
     }
 
-    /// Stores a new cache in entry `i`; the previous occupant is returned to
-    /// be dropped. Err(tc) when the thread keeps no caches (exiting, or its
+    /// Stores a new cache in entry `i`; the previous occupant (another
+    /// pool's) is kept displaced, or returned to be dropped when there is no
+    /// room for it. Err(tc) when the thread keeps no caches (exiting, or its
     /// exit destructor could not be registered).
     pub(crate) fn install(&self, i: usize, tc: Box<ThreadCache>) -> Result<Option<Box<ThreadCache>>, Box<ThreadCache>> {
         if self.dead.get() || !self.register() {
             return Err(tc);
         }
         let old = self.entries[i].replace(Box::into_raw(tc));
+        if old.is_null() {
+            return Ok(None);
+        }
         // SAFETY: as in `take`.
-        Ok((!old.is_null()).then(|| unsafe { Box::from_raw(old) }))
+        Ok(self.displace(unsafe { Box::from_raw(old) }))
     }
 
     /// Every cache, taken out one at a time (sweeps, thread exit): `keep`
@@ -158,6 +221,29 @@ impl Table {
                     self.put_back(i, tc);
                 }
             }
+        }
+        // The displaced ones, one at a time (`keep` may reach the table).
+        // SAFETY: as in `take_displaced` (the reference ends at once).
+        let mut n = unsafe { (*self.overflow.get()).len() };
+        while n > 0 {
+            n -= 1;
+            // SAFETY: as above.
+            let overflow = unsafe { &mut *self.overflow.get() };
+            if n >= overflow.len() {
+                continue;
+            }
+            // SAFETY: a displaced entry, owned by the table, taken out.
+            let mut tc = unsafe { Box::from_raw(overflow.swap_remove(n)) };
+            if keep(&mut tc) {
+                if let Some(tc) = self.displace(tc) {
+                    drop(tc); // no room any more: flushed to its pool
+                }
+            }
+        }
+        if self.dead.get() {
+            // Thread exit: nothing will be displaced again; free the room.
+            // SAFETY: as above.
+            drop(std::mem::take(unsafe { &mut **self.overflow.get() }));
         }
     }
 

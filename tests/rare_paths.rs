@@ -592,3 +592,38 @@ fn an_invalid_setting_needs_no_memory() {
 fn every_allocation_failure_on_the_way_to_a_pool_and_a_first_call_is_reported() {
     in_child("countdown");
 }
+
+/// Issue 26, guarantee 2: a thread using 1,025 pools in turn keeps a warm
+/// cache for each, although two of them share an entry of its
+/// 1,024-entry table (ids differ by 1,024): no cache is rebuilt on every
+/// alternating call. Every get after a pool's first must hit its cache.
+#[test]
+fn colliding_pools_keep_their_caches_warm() {
+    let _serial = serial();
+    const POOLS: usize = 1025;
+    const ROUNDS: usize = 20;
+    let mut pools = Vec::with_capacity(POOLS);
+    let first = BufferPool::builder().tls_cache_size(2).min_buffer_size(4096).max_pooled_bytes(MIB).build().unwrap();
+    let collide = first.id() + 1024;
+    pools.push(first);
+    // Ids are global: other tests may take some; build until one collides.
+    while pools.last().unwrap().id() < collide {
+        pools.push(BufferPool::builder().tls_cache_size(2).min_buffer_size(4096).max_pooled_bytes(MIB).build().unwrap());
+    }
+    assert!(pools.len() >= POOLS);
+    let last = pools.len() - 1;
+    assert_eq!(pools[0].id() % 1024, pools[last].id() % 1024);
+    for _ in 0..ROUNDS {
+        for p in &pools {
+            drop(p.get(4096));
+        }
+    }
+    let cold: Vec<String> = [0, last]
+        .iter()
+        .chain(&[1, last / 2])
+        .map(|&i| (i, pools[i].stats()))
+        .filter(|(_, s)| s.tls_hits + 1 < ROUNDS as u64)
+        .map(|(i, s)| format!("pool #{i} (id {}): {} of {} gets hit the cache", pools[i].id(), s.tls_hits, s.gets))
+        .collect();
+    assert!(cold.is_empty(), "caches rebuilt:\n{}", cold.join("\n"));
+}
