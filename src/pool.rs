@@ -233,6 +233,12 @@ impl BufferPool {
         self.shared.region.set_owner(token);
     }
 
+    /// Has `free(p)` called once the pool's memory is gone (the C handle,
+    /// kept until then: see `Region::keep_until_released`).
+    pub(crate) fn keep_until_released(&self, p: *mut (), free: unsafe fn(*mut ())) {
+        self.shared.region.keep_until_released(p, free);
+    }
+
     /// The unique id of this pool (shared by its clones).
     pub fn id(&self) -> u64 {
         self.shared.id

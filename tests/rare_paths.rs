@@ -627,3 +627,25 @@ fn colliding_pools_keep_their_caches_warm() {
         .collect();
     assert!(cold.is_empty(), "caches rebuilt:\n{}", cold.join("\n"));
 }
+
+/// Issue 26, the wrong-pool check is deterministic: a pool made after
+/// another was freed, while a buffer of the freed one is still out, never
+/// accepts that buffer (the freed pool's handle address, its buffers'
+/// owner token, is not reused while one of them can name it); the freed
+/// pool's pointer still takes it back.
+#[test]
+fn a_new_pool_never_accepts_a_freed_pools_buffer() {
+    let _serial = serial();
+    for round in 0..50 {
+        let a = zp_pool_new();
+        assert!(!a.is_null());
+        let buf = zp_get(a, 4096 + round);
+        assert!(!buf.is_null());
+        zp_pool_free(a);
+        let b = zp_pool_new();
+        assert!(!b.is_null());
+        assert_eq!(zp_put(b, buf), zp_status::ZP_ERR_WRONG_POOL, "round {round}: new pool {b:p}, freed {a:p}");
+        assert_eq!(zp_put(a, buf), zp_status::ZP_OK, "round {round}");
+        zp_pool_free(b);
+    }
+}

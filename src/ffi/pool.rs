@@ -1,5 +1,6 @@
 //! `zp_pool`: the pool handle.
 
+use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,7 +15,21 @@ use crate::{BufferPool, Stats};
 /// An opaque, thread-safe pool. Create with `zp_pool_new` or
 /// `zp_pool_new_with_config`, free with `zp_pool_free`.
 pub struct zp_pool {
-    pub(super) pool: BufferPool,
+    /// Dropped by `zp_pool_free`, which leaves the handle's memory to the
+    /// pool's: the handle's address is its buffers' owner token, so it is
+    /// not freed (and cannot be reused by a new pool) until the last
+    /// buffer is back and the pool's memory goes (issue 26).
+    pub(super) pool: ManuallyDrop<BufferPool>,
+}
+
+/// Frees a handle whose pool was dropped (the region's `keepalive`).
+///
+/// # Safety
+/// `p` must be a `zp_pool` box from `new_handle`, its pool dropped, not
+/// used afterwards.
+unsafe fn free_handle(p: *mut ()) {
+    // SAFETY: the caller's promise; `pool` is ManuallyDrop: not dropped again.
+    drop(unsafe { Box::from_raw(p.cast::<zp_pool>()) });
 }
 
 /// Live handles by address, to their pool ids: lets a rejected `zp_put`
@@ -92,7 +107,7 @@ fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
     crate::thread_cache::sync();
     let pool = builder.with_canary().build().map_err(|e| zp_status::from(&e))?;
     let id = pool.id();
-    let raw = Box::into_raw(try_box(zp_pool { pool }).ok_or(ZP_ERR_OUT_OF_MEMORY)?);
+    let raw = Box::into_raw(try_box(zp_pool { pool: ManuallyDrop::new(pool) }).ok_or(ZP_ERR_OUT_OF_MEMORY)?);
     // `zp_put` tells this pool's buffers by the handle's address.
     // SAFETY: just made, not yet shared.
     unsafe { &*raw }.pool.set_owner_token(raw as usize);
@@ -100,8 +115,10 @@ fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
     // pool's own locks, which come after the table's in the fork order.
     let inserted = HANDLES.lock().try_insert(raw as usize, id);
     if let Err(status) = inserted {
-        // SAFETY: made just above, never handed out.
-        drop(unsafe { Box::from_raw(raw) });
+        // SAFETY: made just above, never handed out (no buffer names it).
+        let mut handle = unsafe { Box::from_raw(raw) };
+        // SAFETY: taken once; the box is freed without dropping it again.
+        drop(unsafe { ManuallyDrop::take(&mut handle.pool) });
         return Err(status);
     }
     Ok(raw)
@@ -180,8 +197,15 @@ pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
         }
         HANDLES.lock().remove(pool as usize);
         // SAFETY: the header's contract: `pool` came from a zp_pool
-        // constructor and is freed once.
-        drop(unsafe { Box::from_raw(pool) });
+        // constructor and is freed once; nothing else uses the handle now
+        // (concurrent zp_puts never dereference it).
+        let owned = unsafe { ManuallyDrop::take(&mut (*pool).pool) };
+        // The handle's memory stays until the pool's goes (then it is freed
+        // by the region): its address, the owner token, is not reused by a
+        // new pool while a buffer of this one may still name it. Not
+        // touched from here on: the drop below may free it.
+        owned.keep_until_released(pool.cast(), free_handle);
+        drop(owned);
         crate::thread_cache::sync();
     })
 }
