@@ -613,7 +613,10 @@ ZP_NODISCARD zp_status zp_pool_new_with_config(const struct zp_config *cfg, stru
  * stay valid: return them later with `zp_put` and this same (now freed)
  * pointer value, and they are released then. The pool's memory is gone once
  * the last one is back. Idle buffers in other threads' caches are released
- * at that thread's next zeropool call or its exit.
+ * at that thread's next zeropool call or its exit; those idle in a
+ * `zp_local` handle's own cache, at that handle's next call or
+ * `zp_local_free`. The pool's mappings go with its last buffer, whatever
+ * still refers to it (a `zp_local` handle, another thread's cache).
  *
  * @param pool  a pool from `zp_pool_new` or `zp_pool_new_with_config`, or
  *              NULL (a no-op).

@@ -36,10 +36,9 @@ use crate::shared::Shared;
 use crate::thread_cache;
 
 /// A thread's own handle on a pool. Opaque.
-///
-/// Other threads than the owner read only the fields outside `local`
-/// (fixed at creation): they never make a reference to the cache, which
-/// the owner may hold `&mut` at that instant.
+// Other threads than the owner read only the fields outside `local` (fixed
+// at creation): they never make a reference to the cache, which the owner
+// may hold `&mut` at that instant.
 pub struct zp_local {
     /// The thread that made it (its thread pointer).
     owner: usize,
@@ -260,4 +259,45 @@ extern "C" fn put_slow(local: *mut zp_local, id: u64, raw: RawBuf, len: usize) -
             None => keep_slow(id, raw, len),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::pool::{zp_pool_free, zp_pool_new};
+
+    /// The owner works its handle (holding `&mut Local` on the fast path)
+    /// while another thread gets and puts through the same handle. The
+    /// other thread must never make a reference to the cache: under Miri
+    /// (`cargo miri test --lib`), the old code's `&Local` from the other
+    /// thread is reported, a race with the owner's writes (issue 26).
+    #[test]
+    fn another_thread_never_touches_the_owners_cache() {
+        let n = if cfg!(miri) { 20 } else { 20_000 };
+        let pool = zp_pool_new();
+        assert!(!pool.is_null());
+        let local = zp_local_new(pool);
+        assert!(!local.is_null());
+        struct Handle(*mut zp_local);
+        // SAFETY (test): a zp_local may be used from any thread (the point).
+        unsafe impl Send for Handle {}
+        let h = Handle(local);
+        let other = std::thread::spawn(move || {
+            let h = h;
+            let l = h.0;
+            for i in 0..n {
+                let b = zp_local_get(l, 4096 + i % 3 * 4096);
+                assert!(!b.is_null());
+                assert_eq!(zp_local_put(l, b), ZP_OK);
+            }
+        });
+        for i in 0..n {
+            let b = zp_local_get(local, 4096 + i % 5 * 4096);
+            assert!(!b.is_null());
+            assert_eq!(zp_local_put(local, b), ZP_OK);
+        }
+        other.join().unwrap();
+        zp_local_free(local);
+        zp_pool_free(pool);
+    }
 }

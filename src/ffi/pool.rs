@@ -2,7 +2,7 @@
 
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use parking_lot::Mutex;
 
@@ -51,11 +51,11 @@ impl Handles {
     }
 
     fn try_insert(&mut self, addr: usize, id: u64) -> Result<(), zp_status> {
-        let hook = FAIL_INSERT.swap(0, Ordering::Relaxed);
-        if hook != 0 {
+        let hook = FAIL_INSERT.swap(ptr::null_mut(), Ordering::Relaxed);
+        if !hook.is_null() {
             // SAFETY: only `__fail_next_handle_insert_for_test` stores here,
             // and it stores a `fn()`.
-            let hook: fn() = unsafe { std::mem::transmute::<usize, fn()>(hook) };
+            let hook = unsafe { std::mem::transmute::<*mut (), fn()>(hook) };
             hook();
             return Err(ZP_ERR_OUT_OF_MEMORY);
         }
@@ -74,8 +74,8 @@ impl Handles {
     }
 }
 
-/// A `fn()` to run (then fail) in the next handle insertion; 0: none.
-static FAIL_INSERT: AtomicUsize = AtomicUsize::new(0);
+/// A `fn()` to run (then fail) in the next handle insertion; null: none.
+static FAIL_INSERT: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 
 /// TEST-ONLY hook, not part of the API (hidden, may change without notice):
 /// the next pool creation through the C API fails as if the handle table
@@ -83,7 +83,7 @@ static FAIL_INSERT: AtomicUsize = AtomicUsize::new(0);
 /// table's lock held. Lets a test fork on that error path.
 #[doc(hidden)]
 pub fn __fail_next_handle_insert_for_test(while_held: fn()) {
-    FAIL_INSERT.store(while_held as usize, Ordering::Relaxed);
+    FAIL_INSERT.store(while_held as *mut (), Ordering::Relaxed);
 }
 
 /// Counts a rejected `zp_put` against the pool it named, if that is live.
@@ -179,7 +179,10 @@ pub extern "C" fn zp_pool_new_with_config(cfg: *const zp_config, out: *mut *mut 
 /// stay valid: return them later with `zp_put` and this same (now freed)
 /// pointer value, and they are released then. The pool's memory is gone once
 /// the last one is back. Idle buffers in other threads' caches are released
-/// at that thread's next zeropool call or its exit.
+/// at that thread's next zeropool call or its exit; those idle in a
+/// `zp_local` handle's own cache, at that handle's next call or
+/// `zp_local_free`. The pool's mappings go with its last buffer, whatever
+/// still refers to it (a `zp_local` handle, another thread's cache).
 ///
 /// @param pool  a pool from `zp_pool_new` or `zp_pool_new_with_config`, or
 ///              NULL (a no-op).

@@ -130,8 +130,8 @@ pub(crate) struct Region {
     one_offs: Mutex<OneOffs>,
     /// Something to free when the memory goes (the C handle, whose address
     /// is the owner token: kept until no buffer can name it), and how.
-    keepalive: AtomicUsize,
-    keepalive_free: AtomicUsize,
+    keepalive: AtomicPtr<()>,
+    keepalive_free: AtomicPtr<()>,
 }
 
 /// Unpooled buffers' reservations kept for reuse, and how many are out (the
@@ -238,8 +238,8 @@ impl Region {
             pin,
             classes: classes.into_boxed_slice(),
             one_offs: Mutex::new(OneOffs::default()),
-            keepalive: AtomicUsize::new(0),
-            keepalive_free: AtomicUsize::new(0),
+            keepalive: AtomicPtr::new(std::ptr::null_mut()),
+            keepalive_free: AtomicPtr::new(std::ptr::null_mut()),
         };
         let region = os::try_box(region).map_err(|_| OutOfMemory)?;
         let mut regions = REGIONS.lock();
@@ -639,20 +639,21 @@ impl Region {
     /// until no buffer of the pool exists, so that a new pool never gets
     /// the address while old buffers can still name it (issue 26).
     pub(crate) fn keep_until_released(&self, p: *mut (), free: unsafe fn(*mut ())) {
-        self.keepalive_free.store(free as usize, Ordering::Relaxed);
-        self.keepalive.store(p as usize, Ordering::Release);
+        self.keepalive_free.store(free as *mut (), Ordering::Relaxed);
+        self.keepalive.store(p, Ordering::Release);
     }
 
     /// Unmaps every chunk (idempotent: the lists are left empty).
     fn release_memory(&self) {
-        let p = self.keepalive.swap(0, Ordering::AcqRel);
-        if p != 0 {
+        let p = self.keepalive.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
             let free = self.keepalive_free.load(Ordering::Relaxed);
-            // SAFETY: stored by `keep_until_released` as an `unsafe fn(*mut ())`
-            // before `p` (Release/AcqRel); called once (the swap).
-            let free: unsafe fn(*mut ()) = unsafe { std::mem::transmute::<usize, unsafe fn(*mut ())>(free) };
+            // SAFETY: stored by `keep_until_released` from an
+            // `unsafe fn(*mut ())` before `p` (Release/AcqRel); called once
+            // (the swap).
+            let free = unsafe { std::mem::transmute::<*mut (), unsafe fn(*mut ())>(free) };
             // SAFETY: the caller of `keep_until_released` handed `p` over.
-            unsafe { free(p as *mut ()) };
+            unsafe { free(p) };
         }
         for c in self.classes.iter() {
             let mut st = c.state.lock();
