@@ -94,7 +94,9 @@ fn a_freed_pools_memory_is_unmapped_once_its_buffers_are_back_whenever_the_free_
                              // Workers live across rounds (the leak showed until threads exit).
     let start = Arc::new(Barrier::new(THREADS + 1));
     let done = Arc::new(Barrier::new(THREADS + 1));
-    let work: Arc<Mutex<Vec<(P, Vec<P>, NextCall)>>> = Arc::new(Mutex::new(Vec::new()));
+    // Per worker: the pool, its buffers, its last call.
+    type Work = Vec<(P, Vec<P>, NextCall)>;
+    let work: Arc<Mutex<Work>> = Arc::new(Mutex::new(Vec::new()));
     let puts = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..THREADS)

@@ -155,7 +155,11 @@ unsafe impl Sync for Region {}
 /// takes itself out (under this lock) before it is freed, so a holder of
 /// this lock may use every region listed. Room is reserved at creation,
 /// so taking a region out never allocates.
-pub(crate) struct Regions(Vec<usize>);
+pub(crate) struct Regions(Vec<NonNull<Region>>);
+
+// SAFETY: the pointers are only used under the list's lock (see above), and
+// a Region is Sync.
+unsafe impl Send for Regions {}
 
 static REGIONS: Mutex<Regions> = Mutex::new(Regions(Vec::new()));
 
@@ -168,10 +172,10 @@ impl Regions {
     /// Every lock of every listed region, in the order they are taken
     /// together (by region, as [`Region::locks`]).
     pub(crate) fn locks(&self) -> impl DoubleEndedIterator<Item = &dyn ForkLock> {
-        self.0.iter().flat_map(|&r| {
+        self.0.iter().flat_map(|r| {
             // SAFETY: a listed region is alive while the list's lock is
             // held (see `Regions`), and the list is borrowed from its guard.
-            let r = unsafe { &*(r as *const Region) };
+            let r = unsafe { r.as_ref() };
             r.locks()
         })
     }
@@ -247,7 +251,8 @@ impl Region {
         let raw = Box::into_raw(region);
         // SAFETY: just made from a Box: valid, and ours alone until returned.
         unsafe { (*raw).me.store(raw, Ordering::Relaxed) };
-        regions.0.push(raw as usize);
+        // SAFETY: Box::into_raw never returns null.
+        regions.0.push(unsafe { NonNull::new_unchecked(raw) });
         drop(regions);
         // SAFETY: Box::into_raw never returns null.
         Ok(RegionHandle(unsafe { NonNull::new_unchecked(raw) }))
@@ -624,7 +629,7 @@ impl Region {
     unsafe fn free(this: NonNull<Region>) {
         {
             let mut regions = REGIONS.lock();
-            let at = regions.0.iter().position(|&r| r == this.as_ptr() as usize);
+            let at = regions.0.iter().position(|&r| r == this);
             debug_assert!(at.is_some(), "a live region is listed");
             if let Some(at) = at {
                 regions.0.swap_remove(at);
