@@ -6,12 +6,18 @@
 //!   all returned. `zeropool_default_cap` keeps what the default budget
 //!   allows (the rest goes back to the system on return, pages given back
 //!   with MADV_DONTNEED); `zeropool_cap_fits` has a budget that holds the
-//!   whole burst; `malloc` is `Vec` (glibc).
+//!   whole burst. Both pools zero as the default `Zeroing::Always` does
+//!   (zero on get, scrub on return). Baselines: `malloc` is `Vec` (glibc),
+//!   written, no zeroing and no scrub (not the same promise); `calloc_scrub`
+//!   keeps the pool's promise: `calloc`, written, `explicit_bzero`, `free`.
 //! - `cold_start_4k`: a new pool hands out 20,000 fresh 4 KiB buffers, each
 //!   written, then all are returned and the pool dropped; against 20,000
-//!   `Vec`s of 4 KiB written and freed.
+//!   `Vec`s of 4 KiB written and freed (`malloc`), and 20,000 `calloc`s
+//!   written, scrubbed and freed (`calloc_scrub`).
 //!
 //! `cargo bench --bench system_path`; `python3 benches/report.py` tabulates.
+
+#![allow(unsafe_code)] // the calloc + explicit_bzero baseline calls libc
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -56,6 +62,7 @@ fn burst(c: &mut Criterion) {
             });
         }
         g.bench_with_input(BenchmarkId::new("malloc", k), &k, |b, &k| malloc_burst(b, k, LEN));
+        g.bench_with_input(BenchmarkId::new("calloc_scrub", k), &k, |b, &k| calloc_scrub_burst(b, k, LEN));
     }
     g.finish();
 }
@@ -80,6 +87,7 @@ fn cold_start(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("malloc", N), |b| malloc_burst(b, N, LEN));
+    g.bench_function(BenchmarkId::new("calloc_scrub", N), |b| calloc_scrub_burst(b, N, LEN));
     g.finish();
 }
 
@@ -95,6 +103,32 @@ fn malloc_burst(b: &mut criterion::Bencher, k: usize, len: usize) {
         }
         black_box(&held);
         held.clear();
+    })
+}
+
+/// The baseline with the pool's promise: `k` buffers of `len` bytes from
+/// `calloc` (zero on get), each fully written and held at once, then each
+/// scrubbed with `explicit_bzero` and freed.
+fn calloc_scrub_burst(b: &mut criterion::Bencher, k: usize, len: usize) {
+    let mut held: Vec<*mut u8> = Vec::with_capacity(k);
+    b.iter(|| {
+        for _ in 0..k {
+            // SAFETY: calloc returns len zeroed bytes or null (checked).
+            let p = unsafe { libc::calloc(1, len) }.cast::<u8>();
+            assert!(!p.is_null());
+            // SAFETY: p is a live allocation of len bytes.
+            unsafe { std::ptr::write_bytes(p, 0x5A, len) };
+            held.push(p);
+        }
+        black_box(&held);
+        for p in held.drain(..) {
+            // SAFETY: each p is a live calloc'd block of len bytes, scrubbed
+            // and freed once.
+            unsafe {
+                libc::explicit_bzero(p.cast(), len);
+                libc::free(p.cast());
+            }
+        }
     })
 }
 

@@ -73,7 +73,22 @@
  * pass above). A miss moves up to the cache size of buffers between the
  * thread's cache and a shard under one lock; only a pool's first use of a
  * class, or an empty pool, reaches the system (slots carved from reserved
- * chunks, no mmap per buffer).
+ * chunks, no mmap per buffer). Every 64 gets a cache serves, and on every
+ * slow path, a thread reads a coarse clock for idle decay and releases at
+ * most 8 idle buffers (each a madvise call).
+ *
+ * Sizes and memory. A request of n >= min_buffer_size bytes gets a capacity
+ * of at most 1.25 * n rounded up to a page (size classes four per doubling);
+ * smaller requests get min_buffer_size. The default idle budget is 1/16 of
+ * the memory the process may use (its cgroup v2 memory.max where set, else
+ * physical memory), at least shards x buffers per shard x the smallest
+ * capacity. Idle buffers unused for idle_decay (default 10 s) are scrubbed
+ * and released by the pool's own calls: a shard's at the first call after
+ * that on any thread, a thread cache's within two periods, at that thread's
+ * next call. No thread is started: a process that stops calling keeps what
+ * is idle until its next call or zp_pool_trim. Classes of whole huge pages
+ * (2, 4, 6 MiB and every class from 8 MiB) are advised MADV_HUGEPAGE: a
+ * first touch costs one fault per 2 MiB.
  *
  * Attributes: the functions that return a zp_status or a new object, and
  * zp_get, are ZP_NODISCARD, so an ignored result is a compiler warning (with
@@ -135,6 +150,13 @@
 #    define ZP_ALLOC_SIZE(n)
 #  endif
 #endif
+
+/**
+ * The default idle-memory budget is this share of the memory the process
+ * may use (1/16: 1.5 GiB of 24 GiB), and never below the seed table's
+ * `num_shards * max_buffers_per_shard * min_buffer_size`.
+ */
+#define DEFAULT_BUDGET_SHARE 16
 
 /**
  * What a `zp_*` call did. Every function that can fail returns one.
@@ -326,6 +348,11 @@ typedef struct zp_stats {
    * (a use after put), zeroed before the hand-out (`Always` only).
    */
   uint64_t dirty_gets;
+  /**
+   * Idle buffers released because they went unused for the pool's
+   * `idle_decay` (scrubbed, their pages given back).
+   */
+  uint64_t decayed;
 } zp_stats;
 
 #ifdef __cplusplus
@@ -429,8 +456,7 @@ ZP_NODISCARD zp_status zp_config_set_tls_cache_size(struct zp_config *cfg, size_
  * Sets the smallest buffer capacity (default 1 MiB).
  *
  * @param cfg  the configuration to change.
- * @param bytes  1 byte..=1 TiB, rounded up to a power of two of at least
- *               one page.
+ * @param bytes  1 byte..=1 TiB, rounded up to a size class (whole pages).
  * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
  *         ZP_ERR_INVALID_ARGUMENT if `bytes` is out of range (the
  *         configuration is then unchanged).
@@ -514,6 +540,9 @@ ZP_NODISCARD zp_status zp_config_set_zeroing(struct zp_config *cfg, zp_zeroing z
 
 /**
  * Sets the budget for idle bytes (shared shards plus every thread's cache).
+ * Default: 1/16 of the memory the process may use (its cgroup v2
+ * `memory.max` where one is set, else physical memory), at least
+ * shards x buffers per shard x the smallest capacity.
  *
  * @param cfg  the configuration to change.
  * @param bytes  any value; 0 keeps nothing idle.
@@ -523,6 +552,40 @@ ZP_NODISCARD zp_status zp_config_set_zeroing(struct zp_config *cfg, zp_zeroing z
  * different configurations are independent.
  */
 ZP_NODISCARD zp_status zp_config_set_max_pooled_bytes(struct zp_config *cfg, size_t bytes);
+
+/**
+ * Sets the idle decay: buffers idle (in the shards or in any thread's
+ * cache) and unused for about `ms` milliseconds are scrubbed and released,
+ * between one and two periods after they last went idle, by the pool's
+ * own calls (a few buffers per call; a thread's cache at that thread's
+ * next call). No thread is started: a process that stops calling keeps
+ * what is idle until its next call or `zp_pool_trim`.
+ *
+ * @param cfg  the configuration to change.
+ * @param ms  0 (no decay) ..= 86,400,000 (a day); default 10,000.
+ * @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+ *         ZP_ERR_INVALID_ARGUMENT if `ms` is above a day (the
+ *         configuration is then unchanged).
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
+ */
+ZP_NODISCARD zp_status zp_config_set_idle_decay_ms(struct zp_config *cfg, uint64_t ms);
+
+/**
+ * Backs size classes of whole huge pages (2, 4 and 6 MiB, and every
+ * class from 8 MiB) with transparent huge pages where the system allows
+ * them (`MADV_HUGEPAGE`): a first touch then costs one page fault per
+ * 2 MiB instead of one per 4 KiB.
+ *
+ * @param cfg  the configuration to change.
+ * @param on  true (the default) or false.
+ * @return ZP_OK, or ZP_ERR_NULL_POINTER if `cfg` is NULL.
+ *
+ * Thread safety: not thread safe for the same `cfg` (one thread at a time);
+ * different configurations are independent.
+ */
+ZP_NODISCARD zp_status zp_config_set_huge_pages(struct zp_config *cfg, bool on);
 
 /**
  * Makes a handle on `pool` for the calling thread.

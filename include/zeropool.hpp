@@ -39,6 +39,7 @@
 #error "zeropool.hpp needs C++17 or later (zeropool.h is the C API)"
 #endif
 
+#include <chrono>
 #include <cstddef>
 #include <new>
 #include <stdexcept>
@@ -220,6 +221,17 @@ class config {
   /// Budget for idle bytes (shards plus every thread's cache); 0 keeps none.
   config &max_pooled_bytes(std::size_t bytes) {
     detail::check(zp_config_set_max_pooled_bytes(cfg_, bytes), "zeropool::config::max_pooled_bytes");
+    return *this;
+  }
+  /// Idle buffers unused for about this long are released (0: never; at most a day).
+  config &idle_decay(std::chrono::milliseconds decay) {
+    if (decay.count() < 0) throw std::invalid_argument("zeropool::config::idle_decay: negative duration");
+    detail::check(zp_config_set_idle_decay_ms(cfg_, static_cast<uint64_t>(decay.count())), "zeropool::config::idle_decay");
+    return *this;
+  }
+  /// Transparent huge pages for classes of whole huge pages (default on).
+  config &huge_pages(bool on) {
+    detail::check(zp_config_set_huge_pages(cfg_, on), "zeropool::config::huge_pages");
     return *this;
   }
 

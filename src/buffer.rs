@@ -2,16 +2,18 @@
 //!
 //! A buffer's memory is a slot of its pool's [`Region`](crate::region):
 //! page aligned, so the low 12 bits of its address are free and carry the
-//! buffer's tag (log2 of a pooled capacity, PINNED, DIRTY). A pooled buffer
+//! buffer's tag (its global size class plus one, 0 for unpooled; PINNED;
+//! DIRTY). A pooled buffer
 //! ([`RawBuf`]) is therefore one word, and the guard three. That matters on
 //! the fast path: values wider than two words are returned through the
 //! stack and copied in pieces that defeat store-to-load forwarding, which
 //! cost 10+ ns per get+put on the machines we measured.
 //!
 //! Invariants, relied on by the `unsafe` blocks below:
-//! - A [`RawBuf`]'s untagged address is a slot of capacity `1 << log2` in
-//!   use by it alone; dropping it gives the slot back to its region.
-//! - A [`OneOff`] (unpooled: `log2 == 0` in its tag) owns an unpooled slot
+//! - A [`RawBuf`]'s untagged address is a slot of capacity
+//!   `size_class::class_capacity(class)` in use by it alone, where its tag
+//!   holds `class + 1`; dropping it gives the slot back to its region.
+//! - A [`OneOff`] (unpooled: class field 0 in its tag) owns an unpooled slot
 //!   of at least `cap` bytes, where `cap == size_class::unpooled_capacity(len)`
 //!   for the length it was got with, so a guard can rebuild it from (tag, len).
 //! - Without DIRTY, every byte is zero except those a caller was handed
@@ -25,16 +27,17 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 use crate::os;
-use crate::region::{self, Region, Slot};
-use crate::size_class::unpooled_capacity;
+use crate::region::{Region, Slot};
+use crate::size_class::{class_capacity, unpooled_capacity};
 
-/// The system refused memory (the detail is added at the API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OutOfMemory;
+pub(crate) use crate::region::{OutOfMemory, Pin};
 
-const LOG2_MASK: usize = 0x3f;
-const PINNED: usize = 1 << 6;
-const DIRTY: usize = 1 << 7;
+/// The tag's class field: a pooled buffer's global size class plus one
+/// (at most `size_class::GLOBAL_CLASSES`); 0 for an unpooled buffer.
+const CLASS_MASK: usize = 0xff;
+const PINNED: usize = 1 << 8;
+const DIRTY: usize = 1 << 9;
+const _: () = assert!(crate::size_class::GLOBAL_CLASSES < CLASS_MASK && DIRTY < TAG_MASK);
 /// Up to this many bytes, `Always` checks a reused buffer instead of
 /// clearing it (a read-only check beats a memset below about 256 KiB here;
 /// above, the memset wins).
@@ -75,17 +78,6 @@ fn is_zero_portable(bytes: &[u8]) -> bool {
 /// Tag bits: below any page size we support (4 KiB and up).
 pub(crate) const TAG_MASK: usize = 0xfff;
 
-/// The outcome of a pin request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pin {
-    /// Not asked for.
-    No,
-    /// Asked for and granted.
-    Locked,
-    /// Asked for and refused by the system; the buffer is unpinned.
-    Refused,
-}
-
 /// The address with its tag bits cleared.
 #[inline]
 fn untag(tagged: NonNull<u8>) -> NonNull<u8> {
@@ -100,12 +92,13 @@ fn tag_of(tagged: NonNull<u8>) -> usize {
     tagged.as_ptr() as usize & TAG_MASK
 }
 
-/// Tags a slot's address with `log2` and PINNED.
-fn tagged(slot: &Slot, log2: usize) -> NonNull<u8> {
+/// Tags a slot's address with a class field and PINNED.
+fn tagged(slot: &Slot, class_field: usize) -> NonNull<u8> {
     debug_assert_eq!(tag_of(slot.ptr), 0);
+    debug_assert!(class_field <= CLASS_MASK);
     let pinned = if slot.pin == Pin::Locked { PINNED } else { 0 };
     // A non-null address with bits or'ed in stays non-null.
-    slot.ptr.map_addr(|a| a | (log2 | pinned))
+    slot.ptr.map_addr(|a| a | (class_field | pinned))
 }
 
 /// Gives a slot back to its region (found from the address); `now`: its
@@ -118,13 +111,13 @@ fn tagged(slot: &Slot, log2: usize) -> NonNull<u8> {
 unsafe fn release(tagged: NonNull<u8>, now: bool, one_off_cap: usize) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
     let (dirty, pinned) = (tag & DIRTY != 0, tag & PINNED != 0);
-    let Some((region, class, _)) = region::chunk::owner_of(ptr.as_ptr() as usize) else {
+    let Some((region, class, _)) = Region::owner_of(ptr.as_ptr() as usize) else {
         debug_assert!(false, "a buffer's slot is always published");
         return;
     };
     // SAFETY: the caller's promise; the slot belongs to this region.
     unsafe {
-        if tag & LOG2_MASK != 0 {
+        if tag & CLASS_MASK != 0 {
             Region::release(region, class, ptr, dirty, pinned, now);
         } else {
             Region::release_one_off(region, ptr, one_off_cap, dirty, pinned);
@@ -132,7 +125,8 @@ unsafe fn release(tagged: NonNull<u8>, now: bool, one_off_cap: usize) {
     }
 }
 
-/// A pooled buffer's memory, owned: one tagged word, capacity `1 << log2`.
+/// A pooled buffer's memory, owned: one tagged word, capacity that of its
+/// global size class.
 /// Dropping it scrubs what may hold data and gives the slot back.
 pub(crate) struct RawBuf {
     tagged: NonNull<u8>,
@@ -145,10 +139,10 @@ unsafe impl Send for RawBuf {}
 unsafe impl Sync for RawBuf {}
 
 impl RawBuf {
-    /// Wraps a slot of capacity `cap` (a power of two of at least a page).
-    pub(crate) fn from_slot(slot: Slot, cap: usize) -> RawBuf {
-        debug_assert!(cap.is_power_of_two() && cap > TAG_MASK);
-        RawBuf { tagged: tagged(&slot, cap.trailing_zeros() as usize) }
+    /// Wraps a slot of global size class `class` (of that class's capacity).
+    pub(crate) fn from_slot(slot: Slot, class: usize) -> RawBuf {
+        debug_assert!(class < crate::size_class::GLOBAL_CLASSES);
+        RawBuf { tagged: tagged(&slot, class + 1) }
     }
 
     /// Gives up the memory (to a C caller): its start and tag bits. The
@@ -165,16 +159,19 @@ impl RawBuf {
         untag(self.tagged)
     }
 
-    /// log2 of the capacity.
-    #[inline]
-    pub(crate) fn log2(&self) -> u32 {
-        (tag_of(self.tagged) & LOG2_MASK) as u32
+    /// The tag's class field: the global size class plus one (see
+    /// `SizeClasses::class_of_tag`).
+    #[inline(always)]
+    pub(crate) fn tag_class(&self) -> usize {
+        tag_of(self.tagged) & CLASS_MASK
     }
 
-    /// Usable bytes.
+    /// Usable bytes (the pool's class table has the same figure, for the
+    /// fast paths).
     #[inline]
     pub(crate) fn capacity(&self) -> usize {
-        1 << self.log2()
+        debug_assert!(self.tag_class() != 0);
+        class_capacity(self.tag_class().wrapping_sub(1), os::page_size())
     }
 
     /// Zeroes the first `len` bytes, in a way the optimizer keeps.
@@ -403,8 +400,12 @@ impl Buffer {
     /// not a `Result`: a fast path then branches once on the tag instead of
     /// building and matching a three-word value.)
     #[inline(always)]
-    pub(crate) fn into_pooled<R>(self, pooled: impl FnOnce(RawBuf, usize) -> R, one_off: impl FnOnce(Buffer) -> R) -> R {
-        if tag_of(self.tagged) & LOG2_MASK == 0 {
+    pub(crate) fn into_pooled<R>(
+        self,
+        pooled: impl FnOnce(RawBuf, usize) -> R,
+        one_off: impl FnOnce(Buffer) -> R,
+    ) -> R {
+        if tag_of(self.tagged) & CLASS_MASK == 0 {
             return one_off(self);
         }
         let (tagged, len, _) = self.into_raw_parts();
@@ -443,9 +444,9 @@ impl Buffer {
     /// Capacity of the underlying memory (the size class), at least `len()`.
     /// Bytes past `len()` are not reachable through the guard.
     pub fn capacity(&self) -> usize {
-        let log2 = tag_of(self.tagged) & LOG2_MASK;
-        if log2 != 0 {
-            1 << log2
+        let class = tag_of(self.tagged) & CLASS_MASK;
+        if class != 0 {
+            class_capacity(class - 1, os::page_size())
         } else {
             unpooled_capacity(self.len, os::page_size())
         }
@@ -499,14 +500,28 @@ impl AsMut<[u8]> for Buffer {
     }
 }
 
+/// Where a dropped [`Buffer`] goes: a hook this layer defines and the pool
+/// layer implements (`pool.rs`), so that the guard can return itself
+/// without this module importing the pool. Static dispatch: the fast path
+/// is inlined into the guard's drop as before.
+pub(crate) trait GiveBack {
+    /// A pooled buffer of pool `pool`, handed out for `len` bytes.
+    fn pooled(pool: u64, raw: RawBuf, len: usize);
+    /// An unpooled buffer of pool `pool`, got for `len` bytes.
+    fn one_off(pool: u64, one: OneOff, len: usize);
+}
+
+/// The one implementor of [`GiveBack`] (in `pool.rs`).
+pub(crate) struct Home;
+
 impl Drop for Buffer {
     #[inline(always)]
     fn drop(&mut self) {
-        if tag_of(self.tagged) & LOG2_MASK != 0 {
-            crate::pool::give_back(self.pool, RawBuf { tagged: self.tagged }, self.len);
+        if tag_of(self.tagged) & CLASS_MASK != 0 {
+            <Home as GiveBack>::pooled(self.pool, RawBuf { tagged: self.tagged }, self.len);
         } else {
             let cap = unpooled_capacity(self.len, os::page_size());
-            crate::pool::give_back_one_off(self.pool, OneOff { tagged: self.tagged, cap }, self.len);
+            <Home as GiveBack>::one_off(self.pool, OneOff { tagged: self.tagged, cap }, self.len);
         }
     }
 }

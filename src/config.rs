@@ -1,8 +1,10 @@
-//! Configuration: the builder, auto-configuration from the CPU count, and
-//! validation. Invalid settings are errors, never silently clamped.
+//! Configuration: the builder, auto-configuration from the CPU count and
+//! the memory the process may use, and validation. Invalid settings are
+//! errors, never silently clamped.
+
+use std::time::Duration;
 
 use crate::error::Error;
-use crate::pool::BufferPool;
 use crate::size_class::SizeClasses;
 
 /// Which idle buffers go first when idle memory would exceed its budget.
@@ -99,6 +101,23 @@ pub(crate) const MAX_BUFFERS_PER_SHARD: usize = 1 << 20;
 pub(crate) const MAX_MIN_BUFFER_SIZE: usize = 1 << 40;
 /// Default smallest buffer capacity: 1 MiB.
 pub const DEFAULT_MIN_BUFFER_SIZE: usize = 1 << 20;
+/// The default idle-memory budget is this share of the memory the process
+/// may use (1/16: 1.5 GiB of 24 GiB), and never below the seed table's
+/// `num_shards * max_buffers_per_shard * min_buffer_size`.
+pub const DEFAULT_BUDGET_SHARE: u64 = 16;
+/// Default idle decay: 10 s, jemalloc's `dirty_decay_ms`.
+pub const DEFAULT_IDLE_DECAY: Duration = Duration::from_secs(10);
+/// Longest idle decay accepted: one day (longer is a mistake, not a
+/// setting; 0 turns decay off).
+pub const MAX_IDLE_DECAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The default idle-memory budget for a process that may use `memory`
+/// bytes (0: unknown), at least `floor` (the seed table's product): a pure
+/// function, like [`AutoConfig::for_cpus`].
+pub(crate) fn default_budget(memory: u64, floor: usize) -> usize {
+    let share = usize::try_from(memory / DEFAULT_BUDGET_SHARE).unwrap_or(usize::MAX);
+    share.max(floor)
+}
 
 /// A validated configuration, as the pool uses it.
 #[derive(Debug, Clone)]
@@ -113,10 +132,14 @@ pub(crate) struct Config {
     pub(crate) classes: SizeClasses,
     /// Buffers get a tail page for the C API's overflow canary.
     pub(crate) canary: bool,
+    /// Idle buffers older than this are released; 0: never.
+    pub(crate) idle_decay_ns: u64,
+    /// Classes of whole huge pages are backed by transparent huge pages.
+    pub(crate) huge_pages: bool,
 }
 
-
-/// Builds a [`BufferPool`]; every setting left alone comes from
+/// Builds a [`BufferPool`](crate::BufferPool) (`build` is in `pool.rs`);
+/// every setting left alone comes from
 /// [`AutoConfig::detect`] or the documented default.
 #[derive(Debug, Clone, Default)]
 #[must_use]
@@ -130,6 +153,8 @@ pub struct Builder {
     zeroing: Zeroing,
     max_pooled_bytes: Option<usize>,
     canary: bool,
+    idle_decay: Option<Duration>,
+    huge_pages: Option<bool>,
 }
 
 impl Builder {
@@ -146,7 +171,8 @@ impl Builder {
     }
 
     /// Smallest capacity allocated or kept, 1 byte..=1 TiB, rounded up to
-    /// whole pages. Default 1 MiB.
+    /// a size class (whole pages; see the crate docs for the classes).
+    /// Default 1 MiB.
     pub fn min_buffer_size(mut self, bytes: usize) -> Self {
         self.min_buffer_size = Some(bytes);
         self
@@ -186,10 +212,36 @@ impl Builder {
     }
 
     /// Budget for idle bytes (shards plus every thread's cache). 0 keeps
-    /// nothing idle. Default: `max_buffers_per_shard * num_shards *` the
-    /// smallest capacity.
+    /// nothing idle. Default: 1/[`DEFAULT_BUDGET_SHARE`] of the memory the
+    /// process may use (its cgroup v2 `memory.max` where one is set, else
+    /// physical memory), and at least `max_buffers_per_shard * num_shards
+    /// *` the smallest capacity.
     pub fn max_pooled_bytes(mut self, bytes: usize) -> Self {
         self.max_pooled_bytes = Some(bytes);
+        self
+    }
+
+    /// Idle buffers (in the shards or in any thread's cache) left unused
+    /// for about this long are scrubbed and released, without [`trim`]:
+    /// each is released between one and two periods after it last went
+    /// idle, by the pool's own calls (a few buffers per call), and a
+    /// thread's cache at that thread's next call. No thread is started: a
+    /// process that stops calling keeps what is idle until its next call
+    /// or `trim`. [`Duration::ZERO`] turns decay off; at most
+    /// [`MAX_IDLE_DECAY`]. Default [`DEFAULT_IDLE_DECAY`] (10 s).
+    ///
+    /// [`trim`]: crate::BufferPool::trim
+    pub fn idle_decay(mut self, decay: Duration) -> Self {
+        self.idle_decay = Some(decay);
+        self
+    }
+
+    /// Back classes of whole huge pages (2 MiB, 4 MiB, 6 MiB, then every
+    /// class from 8 MiB) with transparent huge pages where the system
+    /// allows them (`MADV_HUGEPAGE`, which the `madvise` mode needs): a
+    /// first touch then costs a fault per 2 MiB, not per 4 KiB. Default on.
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.huge_pages = Some(on);
         self
     }
 
@@ -197,13 +249,6 @@ impl Builder {
     pub(crate) fn with_canary(mut self) -> Self {
         self.canary = true;
         self
-    }
-
-    /// Validates the settings and builds the pool.
-    pub fn build(self) -> Result<BufferPool, Error> {
-        let cfg = self.config()?;
-        let bytes = std::mem::size_of::<crate::shared::Shared>();
-        BufferPool::from_config(cfg).map_err(|_| Error::OutOfMemory { bytes })
     }
 
     pub(crate) fn config(self) -> Result<Config, Error> {
@@ -217,10 +262,7 @@ impl Builder {
         }
         let min = self.min_buffer_size.unwrap_or(DEFAULT_MIN_BUFFER_SIZE);
         if min == 0 || min > MAX_MIN_BUFFER_SIZE {
-            return Err(Error::invalid(
-                "min_buffer_size",
-                format_args!("must be between 1 byte and 1 TiB, got {min}"),
-            ));
+            return Err(Error::invalid("min_buffer_size", format_args!("must be between 1 byte and 1 TiB, got {min}")));
         }
         let per_shard = self.max_buffers_per_shard.unwrap_or(auto.max_buffers_per_shard);
         if per_shard == 0 || per_shard > MAX_BUFFERS_PER_SHARD {
@@ -236,11 +278,18 @@ impl Builder {
                 format_args!("must be a power of two between 1 and {MAX_SHARDS}, got {shards}"),
             ));
         }
+        let decay = self.idle_decay.unwrap_or(DEFAULT_IDLE_DECAY);
+        if decay > MAX_IDLE_DECAY {
+            return Err(Error::invalid(
+                "idle_decay",
+                format_args!("must be at most {} s (0 turns decay off), got {decay:?}", MAX_IDLE_DECAY.as_secs()),
+            ));
+        }
         let page = crate::os::page_size();
         let base = SizeClasses::new(min, usize::MAX, page).base();
-        let max_pooled_bytes = self
-            .max_pooled_bytes
-            .unwrap_or_else(|| base.saturating_mul(per_shard).saturating_mul(shards));
+        let max_pooled_bytes = self.max_pooled_bytes.unwrap_or_else(|| {
+            default_budget(crate::os::memory_limit(), base.saturating_mul(per_shard).saturating_mul(shards))
+        });
         Ok(Config {
             tls_cache_size,
             max_buffers_per_shard: per_shard,
@@ -251,6 +300,8 @@ impl Builder {
             max_pooled_bytes,
             classes: SizeClasses::new(min, max_pooled_bytes, page),
             canary: self.canary,
+            idle_decay_ns: decay.as_nanos() as u64,
+            huge_pages: self.huge_pages.unwrap_or(true),
         })
     }
 }
@@ -261,14 +312,7 @@ mod tests {
 
     #[test]
     fn auto_config_reproduces_the_seed_table() {
-        let table = [
-            (4, 4, 4, 16),
-            (8, 6, 8, 16),
-            (16, 6, 8, 32),
-            (32, 8, 16, 64),
-            (64, 8, 32, 64),
-            (128, 8, 64, 64),
-        ];
+        let table = [(4, 4, 4, 16), (8, 6, 8, 16), (16, 6, 8, 32), (32, 8, 16, 64), (64, 8, 32, 64), (128, 8, 64, 64)];
         for (cpus, tls, shards, per_shard) in table {
             let want = AutoConfig { tls_cache_size: tls, num_shards: shards, max_buffers_per_shard: per_shard };
             assert_eq!(AutoConfig::for_cpus(cpus), want, "{cpus} cpus");
@@ -310,14 +354,33 @@ mod tests {
         assert_eq!(err_setting(Builder::new().min_buffer_size(usize::MAX)), "min_buffer_size");
         assert_eq!(err_setting(Builder::new().tls_cache_size(1_000_000)), "tls_cache_size");
         assert_eq!(err_setting(Builder::new().max_buffers_per_shard(0)), "max_buffers_per_shard");
+        assert_eq!(err_setting(Builder::new().idle_decay(MAX_IDLE_DECAY + Duration::from_millis(1))), "idle_decay");
+        assert!(Builder::new().idle_decay(MAX_IDLE_DECAY).config().is_ok());
+        assert_eq!(Builder::new().idle_decay(Duration::ZERO).config().unwrap().idle_decay_ns, 0);
         let msg = Builder::new().num_shards(6).config().unwrap_err().to_string();
         assert!(msg.contains("num_shards") && msg.contains('6'), "{msg}");
     }
 
     #[test]
+    fn default_budget_is_a_share_of_memory_never_below_the_seed_table() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(default_budget(24 * GIB, 64 << 20), 1536 << 20);
+        assert_eq!(default_budget(2 * GIB, 64 << 20), 128 << 20, "a 2 GiB cgroup");
+        assert_eq!(default_budget(512 << 20, 64 << 20), 64 << 20, "the seed table's product is the floor");
+        assert_eq!(default_budget(0, 64 << 20), 64 << 20, "memory unknown");
+        assert_eq!(default_budget(u64::MAX, 1), (u64::MAX / 16) as usize);
+    }
+
+    #[test]
     fn defaults_follow_auto_config_and_budget_formula() {
         let c = Builder::new().num_shards(4).max_buffers_per_shard(16).config().unwrap();
-        assert_eq!(c.max_pooled_bytes, 64 << 20);
+        let memory = crate::os::memory_limit();
+        assert_eq!(c.max_pooled_bytes, default_budget(memory, 64 << 20));
+        assert!(c.max_pooled_bytes >= 64 << 20);
+        assert_eq!(c.idle_decay_ns, 10_000_000_000);
+        assert!(c.huge_pages);
+        let tuned = Builder::new().num_shards(4).max_buffers_per_shard(16).max_pooled_bytes(64 << 20).config().unwrap();
+        assert_eq!(tuned.max_pooled_bytes, 64 << 20);
         assert_eq!(c.classes.base(), 1 << 20);
         assert_eq!(c.zeroing, Zeroing::Always);
         assert_eq!(c.policy, EvictionPolicy::ClockPro);

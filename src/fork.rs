@@ -29,49 +29,10 @@ use std::mem;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::lock_api::{GuardNoSend, RawMutex as _};
 use parking_lot::Mutex;
 
+use crate::lock::ForkLock;
 use crate::shared::Shared;
-
-/// A lock the fork handlers hold across `fork()`.
-pub(crate) trait ForkLock {
-    /// Takes the lock and keeps it (the guard is forgotten).
-    fn hold(&self);
-    /// Releases a lock taken with `hold`.
-    ///
-    /// # Safety
-    /// The calling thread must have taken it with `hold`.
-    unsafe fn release(&self);
-    /// Puts the lock back in its initial, unlocked state.
-    ///
-    /// # Safety
-    /// Only in a fork child, on a lock this thread took with `hold` before
-    /// forking: no other thread exists that could use it.
-    unsafe fn reset(&self);
-}
-
-impl<T> ForkLock for Mutex<T> {
-    fn hold(&self) {
-        mem::forget(self.lock());
-    }
-
-    unsafe fn release(&self) {
-        // SAFETY: the caller took it with `hold`, whose guard was forgotten;
-        // parking_lot's raw mutex keeps no state in its guard token.
-        unsafe { self.force_unlock(GuardNoSend::new()) };
-    }
-
-    unsafe fn reset(&self) {
-        // SAFETY: `raw` only exposes the lock; we do not use it to unlock
-        // a lock someone else holds (the caller's promise).
-        let raw = unsafe { self.raw() } as *const parking_lot::RawMutex as *mut parking_lot::RawMutex;
-        // SAFETY: RawMutex is a single atomic byte (all interior
-        // mutability), and the caller guarantees no other thread exists to
-        // observe the write. INIT is its unlocked state with no waiters.
-        unsafe { raw.write(parking_lot::RawMutex::INIT) };
-    }
-}
 
 /// The pools whose locks are held between prepare and parent/child.
 static HELD: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
@@ -223,7 +184,7 @@ pub fn __with_fork_lock_held_for_test(which: usize, f: impl FnOnce()) -> bool {
 /// test fork while a `zp_put` of a freed pool's buffer is known to hold it.
 #[doc(hidden)]
 pub fn __with_buffer_lock_held_for_test(buf: *const u8, f: impl FnOnce()) -> bool {
-    let Some((region, class, _)) = crate::region::chunk::owner_of(buf as usize) else { return false };
+    let Some((region, class, _)) = crate::region::Region::owner_of(buf as usize) else { return false };
     // SAFETY: a buffer out keeps its region alive (the caller's promise:
     // `buf` is a live buffer, not returned while `f` runs).
     let region = unsafe { region.as_ref() };

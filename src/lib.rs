@@ -41,10 +41,13 @@ mod budget;
 mod buffer;
 mod config;
 mod error;
+mod epoch;
 mod eviction;
 mod ffi;
 mod fork;
+mod lock;
 mod os;
+mod pack;
 mod padded;
 mod pool;
 mod region;
@@ -56,7 +59,10 @@ mod thread_cache;
 mod tls;
 
 pub use buffer::Buffer;
-pub use config::{AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_MIN_BUFFER_SIZE};
+pub use config::{
+    AutoConfig, Builder, EvictionPolicy, Zeroing, DEFAULT_BUDGET_SHARE, DEFAULT_IDLE_DECAY, DEFAULT_MIN_BUFFER_SIZE,
+    MAX_IDLE_DECAY,
+};
 pub use error::Error;
 pub use ffi::*;
 #[doc(hidden)]

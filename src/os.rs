@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The system page size, read once.
 pub(crate) fn page_size() -> usize {
@@ -212,6 +212,23 @@ pub(crate) unsafe fn retire_range(ptr: NonNull<u8>, len: usize) {
     unsafe {
         libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_NONE);
     }
+}
+
+/// Asks for transparent huge pages on a reservation (`MADV_HUGEPAGE`:
+/// needed where the system's mode is `madvise`, harmless under `always`,
+/// ignored under `never`). Best effort: a refusal leaves small pages.
+///
+/// # Safety
+/// The range must be a reservation (or mapping) of ours.
+pub(crate) unsafe fn advise_huge(ptr: NonNull<u8>, len: usize) {
+    #[cfg(all(not(miri), any(target_os = "linux", target_os = "android")))]
+    // SAFETY: the range is ours (caller's promise); the advice changes how
+    // its pages are backed, never their contents.
+    unsafe {
+        libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
+    }
+    #[cfg(not(all(not(miri), any(target_os = "linux", target_os = "android"))))]
+    let _ = (ptr, len);
 }
 
 /// Locks the pages in memory and keeps them out of core dumps.
@@ -432,7 +449,9 @@ pub(crate) fn thread_pointer() -> usize {
         // SAFETY: on x86-64 Linux the word at %fs:0 is the thread control
         // block's pointer to itself (the ABI's TLS layout); reading it has
         // no side effects.
-        unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+        };
         tp
     }
     #[cfg(all(not(miri), target_arch = "aarch64", target_os = "linux"))]
@@ -479,6 +498,145 @@ pub(crate) fn cpu_count() -> usize {
     let n = std::thread::available_parallelism().map_or(1, usize::from);
     CPUS.store(n, Ordering::Relaxed);
     n
+}
+
+/// A monotonic clock in nanoseconds, coarse (the kernel's tick, a few
+/// milliseconds): what idle decay measures with, off the fast paths.
+pub(crate) fn monotonic_ns() -> u64 {
+    #[cfg(not(miri))]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: writes one timespec, which `ts` is.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+            return 0;
+        }
+        (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    }
+    #[cfg(miri)]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+/// The memory this process may use, read once without allocating:
+/// the smallest cgroup v2 `memory.max` on the way from the process's own
+/// cgroup up to the root where one is set, else physical memory. 0 when
+/// neither can be read.
+pub(crate) fn memory_limit() -> u64 {
+    static LIMIT: AtomicU64 = AtomicU64::new(0);
+    let cached = LIMIT.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    let n = usable_memory(cgroup_memory_max(), physical_memory());
+    LIMIT.store(n, Ordering::Relaxed);
+    n
+}
+
+/// The memory a process may use from its two sources: the cgroup limit
+/// where one is set (and below physical memory), else physical memory.
+pub(crate) fn usable_memory(cgroup_max: Option<u64>, physical: u64) -> u64 {
+    match cgroup_max {
+        Some(limit) if limit > 0 && (physical == 0 || limit < physical) => limit,
+        _ => physical,
+    }
+}
+
+/// A cgroup v2 `memory.max` file's value: a number of bytes, or None for
+/// `max` (no limit) and anything that is not a number.
+pub(crate) fn parse_memory_max(text: &[u8]) -> Option<u64> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    if text.is_empty() || text.len() > 20 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    text.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Physical memory in bytes (`sysconf`), 0 when unknown.
+fn physical_memory() -> u64 {
+    #[cfg(not(miri))]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        if pages > 0 && size > 0 {
+            return (pages as u64).saturating_mul(size as u64);
+        }
+        0
+    }
+    #[cfg(miri)]
+    0
+}
+
+/// Reads a small file into `buf` (at most its size, NUL-free), without
+/// allocating; the bytes read, or None.
+#[cfg(not(miri))]
+fn read_small(path: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let mut p = [0u8; 600];
+    if path.len() >= p.len() || path.contains(&0) {
+        return None;
+    }
+    p[..path.len()].copy_from_slice(path);
+    // SAFETY: `p` is a NUL-terminated path (zeroed past `path`).
+    let fd = unsafe { libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: writes at most `buf.len() - got` bytes into `buf[got..]`.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    // SAFETY: `fd` is ours, closed once.
+    unsafe { libc::close(fd) };
+    Some(got)
+}
+
+/// The smallest `memory.max` set on this process's cgroup v2 path (its own
+/// cgroup and each ancestor), or None (no cgroup v2, or `max` everywhere).
+fn cgroup_memory_max() -> Option<u64> {
+    #[cfg(not(miri))]
+    {
+        let mut own = [0u8; 512];
+        let n = read_small(b"/proc/self/cgroup", &mut own)?;
+        // cgroup v2: the line "0::/path".
+        let line = own[..n].split(|&b| b == b'\n').find(|l| l.starts_with(b"0::"))?;
+        let rel = &line[3..];
+        const ROOT: &[u8] = b"/sys/fs/cgroup";
+        const FILE: &[u8] = b"/memory.max";
+        let mut path = [0u8; 580];
+        if ROOT.len() + rel.len() + FILE.len() > path.len() {
+            return None;
+        }
+        let mut best: Option<u64> = None;
+        // Each ancestor: the prefixes of `rel` that end before a '/'.
+        let mut end = rel.len();
+        loop {
+            let dir = &rel[..end];
+            let mut len = 0;
+            for part in [ROOT, dir, FILE] {
+                path[len..len + part.len()].copy_from_slice(part);
+                len += part.len();
+            }
+            let mut text = [0u8; 32];
+            if let Some(got) = read_small(&path[..len], &mut text) {
+                if let Some(v) = parse_memory_max(&text[..got]) {
+                    best = Some(best.map_or(v, |b| b.min(v)));
+                }
+            }
+            match dir.iter().rposition(|&b| b == b'/') {
+                Some(i) if end > 0 => end = i,
+                _ => break,
+            }
+        }
+        best
+    }
+    #[cfg(miri)]
+    None
 }
 
 /// Moves `value` to the heap, or gives it back when the allocator refuses
@@ -529,6 +687,34 @@ pub(crate) fn can_allocate_arc<T>() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_max_parses_numbers_only() {
+        assert_eq!(parse_memory_max(b"8589934592\n"), Some(8 << 30));
+        assert_eq!(parse_memory_max(b"1048576"), Some(1 << 20));
+        assert_eq!(parse_memory_max(b"max\n"), None, "no limit");
+        assert_eq!(parse_memory_max(b""), None, "empty");
+        assert_eq!(parse_memory_max(b"12ab\n"), None, "garbage");
+        assert_eq!(parse_memory_max(b"-5"), None, "garbage");
+        assert_eq!(parse_memory_max(b"99999999999999999999999"), None, "overflow");
+    }
+
+    #[test]
+    fn usable_memory_takes_the_cgroup_limit_only_when_set_and_lower() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(usable_memory(Some(2 * GIB), 24 * GIB), 2 * GIB);
+        assert_eq!(usable_memory(None, 24 * GIB), 24 * GIB, "missing or `max`: physical memory");
+        assert_eq!(usable_memory(Some(64 * GIB), 24 * GIB), 24 * GIB, "a limit above physical memory");
+        assert_eq!(usable_memory(Some(0), 24 * GIB), 24 * GIB);
+        assert_eq!(usable_memory(Some(GIB), 0), GIB, "physical memory unknown");
+    }
+
+    #[test]
+    fn memory_limit_is_read() {
+        let n = memory_limit();
+        assert!(cfg!(miri) || n >= 64 << 20, "{n}");
+        assert_eq!(memory_limit(), n, "read once");
+    }
 
     /// `zero` clears exactly its range, whichever way it takes: glibc's
     /// memset, or the store loop with a byte tail, aligned or not.

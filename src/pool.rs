@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::buffer::{Buffer, OneOff, OutOfMemory, RawBuf, Retiring};
+use crate::buffer::{Buffer, GiveBack, Home, OneOff, OutOfMemory, RawBuf, Retiring};
 use crate::config::{Builder, Config};
 use crate::error::Error;
 use crate::region::chunk::SlotHint;
@@ -397,6 +397,7 @@ impl Local {
         // Pairs with `pool_changed`: the pool state moved before the epoch.
         std::sync::atomic::fence(Ordering::Acquire);
         self.epoch = epoch;
+        self.cache.look_at_clock();
         self.cache.catch_up();
     }
 
@@ -468,6 +469,29 @@ impl Local {
 /// [`BufferPool::try_get`] for a holder of the pool's shared part only.
 pub(crate) fn try_get_shared(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
     try_get_in(shared, len)
+}
+
+/// The guard's return (the hook `buffer.rs` defines, so that it need not
+/// import this layer).
+impl GiveBack for Home {
+    #[inline(always)]
+    fn pooled(pool: u64, raw: RawBuf, len: usize) {
+        give_back(pool, raw, len);
+    }
+
+    #[inline(always)]
+    fn one_off(pool: u64, one: OneOff, len: usize) {
+        give_back_one_off(pool, one, len);
+    }
+}
+
+impl Builder {
+    /// Validates the settings and builds the pool.
+    pub fn build(self) -> Result<BufferPool, Error> {
+        let cfg = self.config()?;
+        let bytes = std::mem::size_of::<Shared>();
+        BufferPool::from_config(cfg).map_err(|_| Error::OutOfMemory { bytes })
+    }
 }
 
 /// Where a dropped [`Buffer`] goes: this thread's cache for its pool, else

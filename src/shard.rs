@@ -32,9 +32,14 @@ pub(crate) struct Locked<'a> {
 }
 
 impl Shard {
-    pub(crate) fn try_new(policy: EvictionPolicy, classes: usize, capacity: usize) -> Result<Shard, OutOfMemory> {
+    pub(crate) fn try_new(
+        policy: EvictionPolicy,
+        classes: usize,
+        capacity: usize,
+        first_tag: usize,
+    ) -> Result<Shard, OutOfMemory> {
         Ok(Shard(CachePadded(ShardInner {
-            idle: Mutex::new(IdleSet::try_new(policy, classes, capacity)?),
+            idle: Mutex::new(IdleSet::try_new(policy, classes, capacity, first_tag)?),
             present: AtomicU64::new(0),
         })))
     }

@@ -9,15 +9,15 @@
 //! buffer). Buffers find their pool again by id (see `pool::give_back`), so
 //! a buffer outliving its pool is simply released.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::budget::Budget;
 use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
-use crate::region::{Region, RegionHandle};
 use crate::config::{Config, EvictionPolicy, Zeroing};
 use crate::eviction::Evict;
-use crate::fork::ForkLock;
+use crate::lock::ForkLock;
 use crate::padded::CachePadded;
+use crate::region::{Region, RegionHandle};
 use crate::shard::Shard;
 use crate::stats::{CounterRegistry, SharedCounters, Stats};
 
@@ -25,6 +25,9 @@ use crate::stats::{CounterRegistry, SharedCounters, Stats};
 pub(crate) const CLOSED: u64 = 1;
 /// What `trim` adds to `state`, so caches notice it.
 const TRIM_STEP: u64 = 2;
+/// Idle decay releases at most this many buffers per call (shards and a
+/// thread's own cache each), so that no call pays for a whole pool.
+pub(crate) const DECAY_BATCH: usize = 8;
 
 pub(crate) struct Shared {
     pub(crate) id: u64,
@@ -37,6 +40,13 @@ pub(crate) struct Shared {
     pub(crate) handles: AtomicUsize,
     pub(crate) counters: SharedCounters,
     pub(crate) registry: CounterRegistry,
+    /// Idle decay (see [`Shared::decay`]): no shard buffer is due before
+    /// this (monotonic ns; a lower bound, lowered by every insert); a
+    /// thread is decaying the shards; when threads are next told to decay
+    /// their caches.
+    decay_due: AtomicU64,
+    decaying: AtomicBool,
+    wake_due: AtomicU64,
     /// The pool's memory. Last, so that the idle buffers in the shards are
     /// given back before the region is closed.
     pub(crate) region: RegionHandle,
@@ -48,12 +58,14 @@ impl Shared {
         let mut shards = Vec::new();
         shards.try_reserve_exact(cfg.num_shards).map_err(|_| OutOfMemory)?;
         for _ in 0..cfg.num_shards {
-            shards.push(Shard::try_new(cfg.policy, cfg.classes.count(), cfg.max_buffers_per_shard)?);
+            let first_tag = cfg.classes.global(0) + 1;
+            shards.push(Shard::try_new(cfg.policy, cfg.classes.count(), cfg.max_buffers_per_shard, first_tag)?);
         }
         let shards = shards.into_boxed_slice();
         let caps = (0..cfg.classes.count()).map(|k| cfg.classes.capacity(k));
-        let region = Region::create(id, caps, cfg.canary, cfg.pinned)?;
+        let region = Region::create(id, caps, cfg.canary, cfg.pinned, cfg.huge_pages)?;
         let max_pooled_bytes = cfg.max_pooled_bytes;
+        let cfg_decay = cfg.idle_decay_ns;
         Ok(Shared {
             region,
             id,
@@ -65,6 +77,9 @@ impl Shared {
             handles: AtomicUsize::new(1),
             counters: SharedCounters::default(),
             registry: CounterRegistry::default(),
+            decay_due: AtomicU64::new(u64::MAX),
+            decaying: AtomicBool::new(false),
+            wake_due: AtomicU64::new(crate::os::monotonic_ns().saturating_add(cfg_decay)),
         })
     }
 
@@ -177,8 +192,9 @@ impl Shared {
     }
 
     /// Keeps buffers (already reserved) idle: in the `home` shard, then in
-    /// other shards with room below `max_buffers_per_shard`; when every
-    /// shard is full, the home shard's policy picks what is released.
+    /// other shards, each holding at most `max_buffers_per_shard` of a
+    /// class; when every shard is full of the class, the home shard's
+    /// policy picks what is released.
     /// Moves every buffer out of `bufs` (left empty, its capacity kept: no
     /// allocation), several per lock.
     pub(crate) fn stash(&self, home: usize, bufs: &mut Vec<RawBuf>) {
@@ -198,6 +214,7 @@ impl Shared {
     fn stash_unchecked(&self, home: usize, mut next: impl FnMut() -> Option<RawBuf>) {
         let max = self.cfg.max_buffers_per_shard;
         let classes = &self.cfg.classes;
+        let now = self.note_idle();
         let mut carry = next();
         // Free shards first (as in `take`), then waiting for busy ones.
         for wait in [false, true] {
@@ -205,10 +222,18 @@ impl Shared {
                 if carry.is_none() {
                     return;
                 }
-                let Some(mut idle) = self.shard(home, i).lock_if(wait) else { continue };
-                while idle.len() < max {
-                    let Some(raw) = carry.take() else { break };
-                    if let Err(raw) = idle.insert(classes.class_of_log2(raw.log2()), raw) {
+                let Some(mut idle) = self.shard(home, i).lock_if(wait) else {
+                    continue;
+                };
+                // Each class up to `max` here; a class full here tries the
+                // next shard.
+                while let Some(raw) = carry.take() {
+                    let class = classes.class_of_tag(raw.tag_class());
+                    if idle.class_len(class) >= max {
+                        carry = Some(raw);
+                        break;
+                    }
+                    if let Err(raw) = idle.insert(class, raw, now) {
                         self.release_evicted(raw); // no memory for the bookkeeping
                     }
                     carry = next();
@@ -220,7 +245,7 @@ impl Shared {
         }
         let mut idle = self.shards[home].lock();
         while let Some(raw) = carry.take() {
-            match idle.insert(classes.class_of_log2(raw.log2()), raw) {
+            match idle.insert(classes.class_of_tag(raw.tag_class()), raw, now) {
                 Err(raw) => self.release_evicted(raw),
                 // Released under the shard lock (shard, then region: the
                 // order the fork handlers take them in).
@@ -238,7 +263,7 @@ impl Shared {
         let cap = self.cfg.classes.capacity(class);
         let slot = self.region.alloc(class)?;
         let (pin, recycled) = (slot.pin, slot.recycled);
-        let mut raw = RawBuf::from_slot(slot, cap);
+        let mut raw = RawBuf::from_slot(slot, self.cfg.classes.global(class));
         if recycled {
             // Zero pages, unless a stale pointer wrote since: `Always`
             // clears them.
@@ -315,7 +340,7 @@ impl Shared {
         if self.is_closed() {
             return; // the pool is gone: `raw` is released
         }
-        let class = self.cfg.classes.class_of_log2(raw.log2());
+        let class = self.cfg.classes.class_of_tag(raw.tag_class());
         if self.reserve(raw.capacity(), home, class) {
             let mut one = Some(raw);
             self.stash_from(home, || one.take());
@@ -337,7 +362,7 @@ impl Shared {
     /// release theirs at their next call.
     pub(crate) fn trim(&self) {
         self.state.fetch_add(TRIM_STEP, Ordering::AcqRel);
-        crate::thread_cache::pool_changed();
+        crate::epoch::pool_changed();
         self.drain_shards();
     }
 
@@ -345,7 +370,7 @@ impl Shared {
     /// next call or thread exit.
     pub(crate) fn close(&self) {
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
-        crate::thread_cache::pool_changed();
+        crate::epoch::pool_changed();
         self.drain_shards();
         // The memory goes back once the last slot does, whoever still holds
         // this shared part (a stale thread cache, a `zp_local`).
@@ -394,6 +419,77 @@ impl Shared {
         // No allocation: the fork handlers run this inside fork().
         let shards = self.shards.iter().map(|s| s.mutex() as &dyn ForkLock);
         shards.chain(std::iter::once(self.registry.mutex() as &dyn ForkLock))
+    }
+
+    /// The time buffers going idle now are stamped with (monotonic ns),
+    /// with idle decay told that they will be due one period later.
+    fn note_idle(&self) -> u64 {
+        let period = self.cfg.idle_decay_ns;
+        if period == 0 {
+            return 0;
+        }
+        let now = crate::os::monotonic_ns();
+        self.decay_due.fetch_min(now.saturating_add(period), Ordering::Relaxed);
+        now
+    }
+
+    /// Idle decay of the shards at time `now` (monotonic ns), called by the
+    /// thread caches every few gets and on their slow paths: buffers idle in
+    /// a shard for `idle_decay` or longer are released (scrubbed, their
+    /// pages given back), oldest first, at most [`DECAY_BATCH`] per call
+    /// (the next call goes on), by one thread at a time. Once per period it
+    /// also tells every thread to decay its own cache at its next call.
+    pub(crate) fn decay(&self, now: u64) {
+        let period = self.cfg.idle_decay_ns;
+        if period == 0 {
+            return;
+        }
+        let wake = self.wake_due.load(Ordering::Relaxed);
+        if now >= wake
+            && self
+                .wake_due
+                .compare_exchange(wake, now.saturating_add(period), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            crate::epoch::pool_changed();
+        }
+        if now < self.decay_due.load(Ordering::Relaxed) || self.decaying.swap(true, Ordering::Acquire) {
+            return;
+        }
+        // Inserts during the pass lower it again (`note_idle`); the pass
+        // lowers it to what it leaves behind.
+        self.decay_due.store(u64::MAX, Ordering::Relaxed);
+        let cutoff = now.saturating_sub(period);
+        let mut left = DECAY_BATCH;
+        let mut next = u64::MAX;
+        for shard in self.shards.iter() {
+            if left == 0 {
+                next = now; // cut short: the next call goes on
+                break;
+            }
+            if !shard.may_have_any() {
+                continue;
+            }
+            let mut idle = shard.lock();
+            // Released under the shard lock (shard, then region: the order
+            // the fork handlers take them in).
+            let (released, oldest) = idle.decay(cutoff, left, &mut |raw: RawBuf| {
+                self.unreserve(raw.capacity());
+                drop(raw);
+            });
+            drop(idle);
+            left -= released;
+            SharedCounters::bump(&self.counters.decayed, released as u64);
+            if let Some(at) = oldest {
+                next = next.min(if left == 0 { now } else { at.saturating_add(period) });
+            }
+        }
+        self.decay_due.fetch_min(next, Ordering::Relaxed);
+        self.decaying.store(false, Ordering::Release);
+        if left < DECAY_BATCH {
+            // Out of the resident set now, not with a later batch.
+            self.region.give_back_pending();
+        }
     }
 
     /// Bytes reserved now (idle bytes plus thread-cache credit).

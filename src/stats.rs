@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::pack::Field;
+
 /// A snapshot of a pool's counters. Sums of per-thread counters are read
 /// without stopping the threads, so a snapshot taken while others work is
 /// approximate; once they are quiet it is exact.
@@ -42,6 +44,9 @@ pub struct Stats {
     /// Gets that found bytes of the buffer written after it was returned
     /// (a use after put), zeroed before the hand-out (`Always` only).
     pub dirty_gets: u64,
+    /// Idle buffers released because they went unused for the pool's
+    /// `idle_decay` (scrubbed, their pages given back).
+    pub decayed: u64,
 }
 
 /// One thread cache's counters. Only the owning thread writes them, with
@@ -60,28 +65,34 @@ pub(crate) struct LocalCounters {
     idle: AtomicU64,
 }
 
-/// Idle bytes take the low bits of `LocalCounters::idle`, buffers the rest.
-const IDLE_BYTES_BITS: u32 = 53;
+/// `LocalCounters::idle`: idle bytes in the low bits, buffers above.
+const IDLE_BYTES: Field = Field::new(0, 53);
+const IDLE_BUFFERS: Field = IDLE_BYTES.above(11);
 
 /// The packed idle word of one buffer of `bytes` (add it on a put,
 /// subtract it on a get).
 #[inline(always)]
 pub(crate) const fn idle_delta(bytes: usize) -> u64 {
-    1 << IDLE_BYTES_BITS | bytes as u64
+    IDLE_BUFFERS.one() | IDLE_BYTES.pack(bytes as u64)
 }
 
 /// The largest idle word with at most `buffers` buffers (any bytes): a
 /// word `<=` it holds no more, so one compare checks the count.
 #[inline(always)]
 pub(crate) const fn idle_ceiling(buffers: usize) -> u64 {
-    debug_assert!(buffers < 1 << (64 - IDLE_BYTES_BITS));
-    (buffers as u64) << IDLE_BYTES_BITS | ((1 << IDLE_BYTES_BITS) - 1)
+    IDLE_BUFFERS.pack(buffers as u64) | IDLE_BYTES.mask()
 }
 
 /// The idle bytes of a packed idle word.
 #[inline(always)]
 pub(crate) const fn idle_bytes_of(word: u64) -> usize {
-    (word & ((1 << IDLE_BYTES_BITS) - 1)) as usize
+    IDLE_BYTES.get(word) as usize
+}
+
+/// A packed idle word of `buffers` buffers and `bytes` bytes.
+#[inline(always)]
+pub(crate) const fn pack_idle(buffers: usize, bytes: usize) -> u64 {
+    IDLE_BUFFERS.pack(buffers as u64) | IDLE_BYTES.pack(bytes as u64)
 }
 
 impl LocalCounters {
@@ -89,8 +100,7 @@ impl LocalCounters {
     /// limit is 1024) and bytes (below 2^53).
     #[inline]
     pub(crate) fn set_idle(&self, buffers: usize, bytes: usize) {
-        debug_assert!(buffers < 1 << (64 - IDLE_BYTES_BITS) && (bytes as u64) < 1 << IDLE_BYTES_BITS);
-        self.idle.store((buffers as u64) << IDLE_BYTES_BITS | (bytes as u64 & ((1 << IDLE_BYTES_BITS) - 1)), Relaxed);
+        self.idle.store(pack_idle(buffers, bytes), Relaxed);
     }
 
     /// The idle (buffers, bytes): the cache's own count, which it keeps
@@ -143,7 +153,7 @@ impl LocalCounters {
 /// Splits a packed idle word into (buffers, bytes).
 #[inline(always)]
 pub(crate) const fn unpack_idle(word: u64) -> (usize, usize) {
-    ((word >> IDLE_BYTES_BITS) as usize, idle_bytes_of(word))
+    (IDLE_BUFFERS.get(word) as usize, idle_bytes_of(word))
 }
 
 /// Counters bumped on slow paths, shared by all threads.
@@ -159,6 +169,7 @@ pub(crate) struct SharedCounters {
     pub(crate) rejected_puts: AtomicU64,
     pub(crate) allocated_bytes: AtomicU64,
     pub(crate) dirty_gets: AtomicU64,
+    pub(crate) decayed: AtomicU64,
 }
 
 impl SharedCounters {
@@ -219,6 +230,7 @@ impl CounterRegistry {
             rejected_puts: shared.rejected_puts.load(Relaxed),
             allocated_bytes: shared.allocated_bytes.load(Relaxed),
             dirty_gets: shared.dirty_gets.load(Relaxed),
+            decayed: shared.decayed.load(Relaxed),
         };
         for c in live.iter() {
             let (hits, misses) = (c.hits(), c.misses.load(Relaxed));
@@ -233,5 +245,26 @@ impl CounterRegistry {
         }
         s.outstanding = s.gets.saturating_sub(s.puts);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_words_round_trip() {
+        for (buffers, bytes) in [(0, 0), (1, 4096), (1024, (1 << 48) - 1), (2047, (1 << 53) - 1)] {
+            let w = pack_idle(buffers, bytes);
+            assert_eq!(unpack_idle(w), (buffers, bytes));
+            assert_eq!(idle_bytes_of(w), bytes);
+        }
+        // A push and a pop are one add and one subtract of the delta.
+        let w = pack_idle(3, 3 << 20) + idle_delta(1 << 20);
+        assert_eq!(unpack_idle(w), (4, 4 << 20));
+        assert_eq!(unpack_idle(w - idle_delta(1 << 20)), (3, 3 << 20));
+        // The ceiling admits exactly the words of at most that many buffers.
+        assert!(pack_idle(4, (1 << 53) - 1) <= idle_ceiling(4));
+        assert!(pack_idle(5, 0) > idle_ceiling(4));
     }
 }

@@ -29,15 +29,24 @@
 //!   thread's table) or the next `Local` call releases everything cached.
 //! - The fast path calls nothing that reaches a thread's table (no
 //!   allocation, no pool call), which is what lets `tls` run it in place.
+//! - Idle decay: `low[c] <= lens[c]` is the fewest buffers class `c`'s
+//!   stack held since the cache's decay period began; those at the bottom
+//!   of the stack went unused for the whole period, and the first call
+//!   after it ends releases them ([`ThreadCache::decay_own`]). A get's pop
+//!   counts down `tick`; at 0 the fast path declines, and the full path
+//!   reads the clock (every [`TICK`] gets, or at once when the pool's
+//!   decay period turned and moved [`EPOCH`]).
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
-use std::sync::atomic::{fence, AtomicU64};
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 
 use crate::buffer::{OutOfMemory, RawBuf, Retiring};
 use crate::config::Zeroing;
+pub(crate) use crate::epoch::epoch;
+use crate::epoch::EPOCH;
 use crate::region::chunk::SlotHint;
-use crate::shared::Shared;
+use crate::shared::{Shared, DECAY_BATCH};
 use crate::size_class::{SizeClasses, MAX_CLASSES};
 use crate::stats::{idle_bytes_of, idle_ceiling, idle_delta, unpack_idle, LocalCounters, SharedCounters};
 use crate::tls::{self, Table};
@@ -58,6 +67,8 @@ pub(crate) struct ThreadCache {
     zero_on_get: bool,
     /// Buffers on each class's stack.
     lens: [u16; MAX_CLASSES],
+    /// Capacity of each class (0 past the pool's classes).
+    caps: [usize; MAX_CLASSES],
     slots: Box<[Entry]>,
     shared: Arc<Shared>,
     seen: u64,
@@ -66,7 +77,17 @@ pub(crate) struct ThreadCache {
     /// Room for a flush (`limit + 1` buffers), so moving buffers to the
     /// shards never allocates.
     scratch: Vec<RawBuf>,
+    /// Gets until the next look at the clock (idle decay).
+    tick: u32,
+    /// The fewest buffers each class's stack held this decay period.
+    low: [u16; MAX_CLASSES],
+    /// When this cache's decay period ends (monotonic ns).
+    decay_at: u64,
 }
+
+/// A thread cache looks at the clock (for idle decay) every this many gets
+/// that its stacks serve, and on every slow path.
+pub(crate) const TICK: u32 = 64;
 
 /// A stacked buffer, with its slot's metadata when the put that brought
 /// it had looked it up (the C API's), so the next get needs no lookup.
@@ -74,23 +95,6 @@ pub(crate) struct ThreadCache {
 struct Entry {
     buf: Option<RawBuf>,
     hint: Option<SlotHint>,
-}
-
-/// Moves whenever a pool is trimmed or closed: each thread's next call (on
-/// any pool) then syncs its caches (API.md guarantee 8), for one shared
-/// load per call instead of one per pool.
-static EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// Tells every thread to sync its caches with their pools at its next
-/// call (a pool was trimmed or closed: its state moved first).
-pub(crate) fn pool_changed() {
-    EPOCH.fetch_add(1, AcqRel);
-}
-
-/// The current epoch, for holders of a cache outside the table.
-#[inline(always)]
-pub(crate) fn epoch() -> u64 {
-    EPOCH.load(Relaxed)
 }
 
 /// Syncs this thread's caches: trimmed pools' buffers released, closed
@@ -101,6 +105,8 @@ fn sweep(table: &Table, epoch: u64) {
     fence(Acquire);
     table.epoch_seen.set(epoch);
     table.retain(|tc| {
+        // A pool's decay period may have turned: look at the clock.
+        tc.look_at_clock();
         tc.catch_up();
         !tc.shared.is_closed()
     });
@@ -251,11 +257,15 @@ impl ThreadCache {
             scrub: shared.cfg.zeroing.scrubs_on_put(),
             zero_on_get: shared.cfg.zeroing == Zeroing::Always,
             lens: [0; MAX_CLASSES],
+            caps: std::array::from_fn(|k| shared.cfg.classes.capacity(k)),
             slots: slots.into_boxed_slice(),
             seen: shared.state(),
             home: shared.next_home(),
             classes: shared.cfg.classes.clone(),
             scratch,
+            tick: TICK,
+            low: [0; MAX_CLASSES],
+            decay_at: crate::os::monotonic_ns().saturating_add(shared.cfg.idle_decay_ns),
             shared,
         })
     }
@@ -316,16 +326,18 @@ impl ThreadCache {
     /// `class` may be any index: past the pool's classes the stack is empty.
     #[inline(always)]
     pub(crate) fn try_pop(&mut self, class: usize) -> Option<Popped> {
+        self.tick = self.tick.checked_sub(1)?;
         let n = *self.lens.get(class)?;
         debug_assert!(class < self.classes.count() || n == 0);
         let top = (n as usize).checked_sub(1)?;
         let entry = self.slots.get_mut(self.at(class, top))?;
         let (raw, hint) = (entry.buf.take()?, entry.hint);
         self.lens[class] = top as u16;
+        self.low[class] = self.low[class].min(top as u16);
         let word = self.counters.idle_word();
         // The idle word is the only store: a hit is counted by it (see
         // `LocalCounters::hits`).
-        self.counters.set_idle_word(word - idle_delta(raw.capacity()));
+        self.counters.set_idle_word(word - idle_delta(self.caps[class % MAX_CLASSES]));
         Some(Popped { raw, hint, zero: self.zero_on_get })
     }
 
@@ -399,9 +411,13 @@ impl ThreadCache {
     /// only this call can reach.
     #[inline(always)]
     pub(crate) fn try_push(&mut self, mut raw: RawBuf, len: usize, hint: Option<SlotHint>) -> Result<Retiring, RawBuf> {
-        let class = self.classes.class_of_log2(raw.log2());
-        let Some(&n) = self.lens.get(class) else { return Err(raw) };
-        let cap = raw.capacity();
+        let class = self.classes.class_of_tag(raw.tag_class());
+        let Some(&n) = self.lens.get(class) else {
+            return Err(raw);
+        };
+        debug_assert!(class < self.classes.count(), "a buffer of this pool has one of its classes");
+        let cap = self.caps[class % MAX_CLASSES];
+        debug_assert_eq!(cap, raw.capacity());
         let word = self.counters.idle_word();
         // At most `limit` buffers and `credit` bytes once it is pushed. (The
         // add cannot carry into the count: idle bytes are mapped buffers,
@@ -411,7 +427,9 @@ impl ThreadCache {
         if after > self.idle_ceiling || idle_bytes_of(after) > self.credit {
             return Err(raw);
         }
-        let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else { return Err(raw) };
+        let Some(slot) = self.slots.get_mut(self.at(class, n as usize)) else {
+            return Err(raw);
+        };
         let retiring = raw.retire_later(len, self.scrub);
         // The slot is empty (invariant): no drop of the old value to check for.
         let old = std::mem::replace(slot, Entry { buf: Some(raw), hint });
@@ -450,7 +468,7 @@ impl ThreadCache {
 
     #[cold]
     fn put_slow(&mut self, raw: RawBuf) {
-        let class = self.classes.class_of_log2(raw.log2());
+        let class = self.classes.class_of_tag(raw.tag_class());
         if class >= self.classes.count() || self.shared.is_closed() {
             return; // not a class of ours, or the pool is gone: released
         }
@@ -495,6 +513,7 @@ impl ThreadCache {
             }
             debug_assert_eq!((count, bytes), self.counters.idle());
             debug_assert!(count <= self.limit + 1 && bytes <= self.credit);
+            debug_assert!(self.low.iter().zip(&self.lens).all(|(l, n)| l <= n), "low water is at most the stack");
         }
     }
 
@@ -539,6 +558,7 @@ impl ThreadCache {
             self.scratch.extend(stack[..n].iter_mut().filter_map(|e| e.buf.take()));
             stack.rotate_left(n);
             self.lens[class] = (len - n) as u16;
+            self.low[class] = self.low[class].min(self.lens[class]);
         }
         let bytes: usize = self.scratch.iter().map(RawBuf::capacity).sum();
         let (count, idle_bytes) = self.counters.idle();
@@ -573,12 +593,24 @@ impl ThreadCache {
             let base = class * self.depth();
             self.slots[base..][..len].iter_mut().for_each(|e| drop(e.buf.take()));
             self.lens[class] = 0;
+            self.low[class] = 0;
         }
         self.check();
     }
 
+    /// Makes the next [`catch_up`](Self::catch_up) look at the clock (a
+    /// pool's decay period may have turned).
+    pub(crate) fn look_at_clock(&mut self) {
+        self.tick = 0;
+    }
+
     /// Catches up with a trim or close: everything cached is released.
+    /// Every [`TICK`] gets, also with idle decay.
     pub(crate) fn catch_up(&mut self) {
+        if self.tick == 0 {
+            self.tick = TICK;
+            self.decay();
+        }
         let state = self.shared.state();
         if state == self.seen {
             return;
@@ -586,6 +618,59 @@ impl ThreadCache {
         self.seen = state;
         self.release_all();
         self.shared.region.give_back_pending();
+    }
+}
+
+impl ThreadCache {
+    /// Idle decay, at a look at the clock: this cache's own buffers that
+    /// went unused for a whole period, then the shards' (`Shared::decay`).
+    #[cold]
+    fn decay(&mut self) {
+        if self.shared.cfg.idle_decay_ns == 0 {
+            return;
+        }
+        let now = crate::os::monotonic_ns();
+        if now >= self.decay_at && self.decay_own(DECAY_BATCH) {
+            self.decay_at = now.saturating_add(self.shared.cfg.idle_decay_ns);
+        }
+        self.shared.decay(now);
+    }
+
+    /// Releases (scrubbed: a cached buffer is, or is DIRTY and scrubbed on
+    /// release) the oldest `low[c]` buffers of each class, at most `max`.
+    /// True when all are gone: a new period begins (`low` := the stacks).
+    fn decay_own(&mut self, max: usize) -> bool {
+        let mut left = max;
+        let mut finished = true;
+        for class in 0..self.classes.count() {
+            let n = (self.low[class] as usize).min(left);
+            if n == 0 {
+                finished &= self.low[class] == 0;
+                continue;
+            }
+            let len = self.lens[class] as usize;
+            let base = class * self.depth();
+            let stack = &mut self.slots[base..][..len];
+            stack[..n].iter_mut().for_each(|e| drop(e.buf.take()));
+            stack.rotate_left(n);
+            self.lens[class] = (len - n) as u16;
+            self.low[class] -= n as u16;
+            let (count, idle_bytes) = self.counters.idle();
+            self.counters.set_idle(count - n, idle_bytes - n * self.classes.capacity(class));
+            self.counters.shift(-(n as i64));
+            SharedCounters::bump(&self.shared.counters.decayed, n as u64);
+            left -= n;
+            finished &= self.low[class] == 0;
+        }
+        if left < max {
+            self.settle(0);
+            self.shared.region.give_back_pending();
+        }
+        if finished {
+            self.low.copy_from_slice(&self.lens);
+        }
+        self.check();
+        finished
     }
 }
 

@@ -90,7 +90,9 @@ fn requests_round_up_to_classes_and_oversize_is_unpooled() {
     let p = pool(Zeroing::Always);
     assert_eq!(p.get(1).capacity(), PAGE);
     assert_eq!(p.get(PAGE + 1).capacity(), 2 * PAGE);
-    assert_eq!(p.get(3 * PAGE).capacity(), 4 * PAGE);
+    assert_eq!(p.get(3 * PAGE).capacity(), 3 * PAGE);
+    // Four classes per doubling: 9 pages take the 10-page class.
+    assert_eq!(p.get(8 * PAGE + 1).capacity(), 10 * PAGE);
     // 64 pages is the budget, so 64 pages is the largest class.
     let big = p.get(64 * PAGE + 1);
     assert_eq!(big.capacity(), 65 * PAGE);

@@ -37,13 +37,13 @@
 
 use std::collections::VecDeque;
 
-use super::Evict;
+use super::evict::Evict;
 use crate::buffer::{OutOfMemory, RawBuf};
 
 #[derive(Debug, Default)]
 struct Class {
-    /// Idle buffers, oldest first.
-    idle: VecDeque<RawBuf>,
+    /// Idle buffers, oldest first, with when each was returned.
+    idle: VecDeque<(u64, RawBuf)>,
     hot: bool,
     referenced: bool,
     /// Resident pages are in their test period while `now < test_until`.
@@ -68,20 +68,14 @@ impl ClockPro {
         let mut v = Vec::new();
         v.try_reserve_exact(classes).map_err(|_| OutOfMemory)?;
         v.resize_with(classes, Class::default);
-        Ok(ClockPro {
-            classes: v,
-            cold_hand: 0,
-            hot_hand: 0,
-            now: 0,
-            window: window.max(1) as u64,
-        })
+        Ok(ClockPro { classes: v, cold_hand: 0, hot_hand: 0, now: 0, window: window.max(1) as u64 })
     }
 
     pub(super) fn class_mask(&self) -> u64 {
         self.classes.iter().enumerate().filter(|(_, c)| !c.idle.is_empty()).fold(0, |m, (k, _)| m | 1 << k)
     }
 
-    pub(super) fn insert(&mut self, class: usize, raw: RawBuf) -> Result<(), RawBuf> {
+    pub(super) fn insert(&mut self, class: usize, raw: RawBuf, at: u64) -> Result<(), RawBuf> {
         if self.classes[class].idle.try_reserve(1).is_err() {
             return Err(raw);
         }
@@ -91,7 +85,7 @@ impl ClockPro {
         if !c.hot && c.idle.is_empty() && c.test_until <= now {
             c.test_until = now + self.window;
         }
-        c.idle.push_back(raw);
+        c.idle.push_back((at, raw));
         Ok(())
     }
 
@@ -99,7 +93,7 @@ impl ClockPro {
     pub(super) fn take(&mut self, class: usize) -> Option<RawBuf> {
         let now = self.now;
         let c = self.classes.get_mut(class)?;
-        let raw = c.idle.pop_back()?;
+        let (_, raw) = c.idle.pop_back()?;
         c.referenced = true;
         if !c.hot && now < c.test_until {
             c.hot = true;
@@ -143,7 +137,7 @@ impl ClockPro {
                 continue;
             }
             c.ghost_until = now + window;
-            return c.idle.pop_front().map_or(Evict::Nothing, Evict::Victim);
+            return c.idle.pop_front().map_or(Evict::Nothing, |(_, raw)| Evict::Victim(raw));
         }
         if let Some(k) = incoming {
             if self.classes.get(k).is_some_and(|c| !c.hot) {
@@ -165,13 +159,28 @@ impl ClockPro {
             c.hot = false;
             c.test_until = 0;
             c.ghost_until = self.now + self.window;
-            return c.idle.pop_front().map_or(Evict::Nothing, Evict::Victim);
+            return c.idle.pop_front().map_or(Evict::Nothing, |(_, raw)| Evict::Victim(raw));
         }
         Evict::Nothing
     }
 
+    /// The least recently returned buffer of `class`, if it was returned
+    /// at or before `cutoff`.
+    pub(super) fn pop_idle_since(&mut self, class: usize, cutoff: u64) -> Option<RawBuf> {
+        let q = &mut self.classes.get_mut(class)?.idle;
+        if q.front()?.0 > cutoff {
+            return None;
+        }
+        q.pop_front().map(|(_, raw)| raw)
+    }
+
+    /// When the least recently returned buffer of `class` was returned.
+    pub(super) fn oldest(&self, class: usize) -> Option<u64> {
+        self.classes.get(class)?.idle.front().map(|e| e.0)
+    }
+
     pub(super) fn pop_any(&mut self) -> Option<RawBuf> {
-        self.classes.iter_mut().find_map(|c| c.idle.pop_back())
+        self.classes.iter_mut().find_map(|c| c.idle.pop_back()).map(|(_, raw)| raw)
     }
 
     /// Whether `class` is hot (for tests).

@@ -10,7 +10,7 @@ use crate::buffer::{OutOfMemory, RawBuf};
 
 #[derive(Debug)]
 pub(super) struct Lifo {
-    classes: Vec<VecDeque<(u64, RawBuf)>>,
+    classes: Vec<VecDeque<(u64, u64, RawBuf)>>,
     clock: u64,
 }
 
@@ -23,38 +23,45 @@ impl Lifo {
     }
 
     pub(super) fn class_mask(&self) -> u64 {
-        self.classes
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| !q.is_empty())
-            .fold(0, |mask, (k, _)| mask | 1 << k)
+        self.classes.iter().enumerate().filter(|(_, q)| !q.is_empty()).fold(0, |mask, (k, _)| mask | 1 << k)
     }
 
-    pub(super) fn insert(&mut self, class: usize, raw: RawBuf) -> Result<(), RawBuf> {
+    pub(super) fn insert(&mut self, class: usize, raw: RawBuf, at: u64) -> Result<(), RawBuf> {
         let q = &mut self.classes[class];
         if q.try_reserve(1).is_err() {
             return Err(raw);
         }
         self.clock += 1;
-        q.push_back((self.clock, raw));
+        q.push_back((self.clock, at, raw));
         Ok(())
     }
 
     pub(super) fn take(&mut self, class: usize) -> Option<RawBuf> {
-        self.classes.get_mut(class)?.pop_back().map(|(_, raw)| raw)
+        self.classes.get_mut(class)?.pop_back().map(|(_, _, raw)| raw)
     }
 
     pub(super) fn evict(&mut self) -> Option<RawBuf> {
-        let oldest = self
-            .classes
-            .iter()
-            .enumerate()
-            .filter_map(|(k, q)| q.front().map(|(stamp, _)| (*stamp, k)))
-            .min()?;
-        self.classes[oldest.1].pop_front().map(|(_, raw)| raw)
+        let oldest =
+            self.classes.iter().enumerate().filter_map(|(k, q)| q.front().map(|(stamp, _, _)| (*stamp, k))).min()?;
+        self.classes[oldest.1].pop_front().map(|(_, _, raw)| raw)
+    }
+
+    /// The least recently returned buffer of `class`, if it was returned
+    /// at or before `cutoff`.
+    pub(super) fn pop_idle_since(&mut self, class: usize, cutoff: u64) -> Option<RawBuf> {
+        let q = self.classes.get_mut(class)?;
+        if q.front()?.1 > cutoff {
+            return None;
+        }
+        q.pop_front().map(|(_, _, raw)| raw)
+    }
+
+    /// When the least recently returned buffer of `class` was returned.
+    pub(super) fn oldest(&self, class: usize) -> Option<u64> {
+        self.classes.get(class)?.front().map(|e| e.1)
     }
 
     pub(super) fn pop_any(&mut self) -> Option<RawBuf> {
-        self.classes.iter_mut().find_map(|q| q.pop_back()).map(|(_, raw)| raw)
+        self.classes.iter_mut().find_map(|q| q.pop_back()).map(|(_, _, raw)| raw)
     }
 }

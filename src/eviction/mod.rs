@@ -11,31 +11,30 @@
 //! thread-cache fast path never reaches a policy.
 
 mod clock_pro;
+mod evict;
 mod lifo;
 
 use crate::buffer::{OutOfMemory, RawBuf};
 use crate::config::EvictionPolicy;
 
 use clock_pro::ClockPro;
+pub(crate) use evict::Evict;
 use lifo::Lifo;
 
-/// What a policy gives up to make room.
-#[derive(Debug)]
-pub(crate) enum Evict {
-    /// This idle buffer.
-    Victim(RawBuf),
-    /// The buffer being returned: keeping it would cost more than it gains.
-    Incoming,
-    /// Nothing idle here.
-    Nothing,
-}
-
 /// Idle buffers of one shard, by class, with their count and bytes.
+///
+/// Invariants (checked in debug builds): `count` and `bytes` are the number
+/// and capacity sum of the buffers held; `lens[k]` is the number of class
+/// `k`. Each buffer carries when it was returned (monotonic ns), oldest
+/// first within a class, for idle decay.
 #[derive(Debug)]
 pub(crate) struct IdleSet {
     order: Order,
     count: usize,
     bytes: usize,
+    /// The tag class field of class 0 (`RawBuf::tag_class`).
+    first_tag: usize,
+    lens: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -47,17 +46,77 @@ enum Order {
 impl IdleSet {
     /// `capacity` is about how many buffers the shard holds (CLOCK-Pro's
     /// test periods last that many insertions).
-    pub(crate) fn try_new(policy: EvictionPolicy, classes: usize, capacity: usize) -> Result<IdleSet, OutOfMemory> {
+    /// `first_tag` is the tag class field of class 0 (the pool's first
+    /// global class plus one).
+    pub(crate) fn try_new(
+        policy: EvictionPolicy,
+        classes: usize,
+        capacity: usize,
+        first_tag: usize,
+    ) -> Result<IdleSet, OutOfMemory> {
         let order = match policy {
             EvictionPolicy::Lifo => Order::Lifo(Lifo::try_new(classes)?),
             EvictionPolicy::ClockPro => Order::ClockPro(ClockPro::try_new(classes, capacity)?),
         };
-        Ok(IdleSet { order, count: 0, bytes: 0 })
+        let mut lens = Vec::new();
+        lens.try_reserve_exact(classes).map_err(|_| OutOfMemory)?;
+        lens.resize(classes, 0);
+        Ok(IdleSet { order, count: 0, bytes: 0, first_tag, lens })
     }
 
     #[cfg(test)]
     pub(crate) fn new(policy: EvictionPolicy, classes: usize, capacity: usize) -> IdleSet {
-        IdleSet::try_new(policy, classes, capacity).unwrap()
+        IdleSet::try_new(policy, classes, capacity, 1).unwrap()
+    }
+
+    /// Idle buffers of `class` held.
+    pub(crate) fn class_len(&self, class: usize) -> usize {
+        self.lens.get(class).map_or(0, |&n| n as usize)
+    }
+
+    fn class_of(&self, raw: &RawBuf) -> usize {
+        raw.tag_class().wrapping_sub(self.first_tag)
+    }
+
+    /// Books a buffer of `class` leaving the set.
+    fn left(&mut self, class: usize, cap: usize) {
+        self.count -= 1;
+        self.bytes -= cap;
+        self.lens[class] -= 1;
+    }
+
+    /// Idle decay: releases (to `out`) the buffers returned at or before
+    /// `cutoff` (monotonic ns), oldest first, at most `max` of them.
+    /// Returns how many went, and when the oldest buffer left was returned
+    /// (None: nothing idle).
+    pub(crate) fn decay(&mut self, cutoff: u64, max: usize, out: &mut impl FnMut(RawBuf)) -> (usize, Option<u64>) {
+        let mut released = 0;
+        for class in 0..self.lens.len() {
+            while released < max {
+                let raw = match &mut self.order {
+                    Order::Lifo(o) => o.pop_idle_since(class, cutoff),
+                    Order::ClockPro(o) => o.pop_idle_since(class, cutoff),
+                };
+                let Some(raw) = raw else { break };
+                self.left(class, raw.capacity());
+                released += 1;
+                out(raw);
+            }
+        }
+        self.check();
+        let oldest = (0..self.lens.len())
+            .filter_map(|k| match &self.order {
+                Order::Lifo(o) => o.oldest(k),
+                Order::ClockPro(o) => o.oldest(k),
+            })
+            .min();
+        (released, oldest)
+    }
+
+    fn check(&self) {
+        if cfg!(debug_assertions) {
+            debug_assert_eq!(self.lens.iter().map(|&n| n as usize).sum::<usize>(), self.count);
+        }
     }
 
     /// Idle buffers held.
@@ -78,16 +137,19 @@ impl IdleSet {
         }
     }
 
-    /// Keeps `raw`, a buffer of `class`, idle; gives it back when the
-    /// bookkeeping cannot grow (out of memory: the caller releases it).
-    pub(crate) fn insert(&mut self, class: usize, raw: RawBuf) -> Result<(), RawBuf> {
+    /// Keeps `raw`, a buffer of `class` returned at `at` (monotonic ns),
+    /// idle; gives it back when the bookkeeping cannot grow (out of memory:
+    /// the caller releases it).
+    pub(crate) fn insert(&mut self, class: usize, raw: RawBuf, at: u64) -> Result<(), RawBuf> {
         let cap = raw.capacity();
+        debug_assert_eq!(self.class_of(&raw), class);
         match &mut self.order {
-            Order::Lifo(o) => o.insert(class, raw)?,
-            Order::ClockPro(o) => o.insert(class, raw)?,
+            Order::Lifo(o) => o.insert(class, raw, at)?,
+            Order::ClockPro(o) => o.insert(class, raw, at)?,
         }
         self.count += 1;
         self.bytes += cap;
+        self.lens[class] += 1;
         Ok(())
     }
 
@@ -98,8 +160,7 @@ impl IdleSet {
             Order::Lifo(o) => o.pop_any(),
             Order::ClockPro(o) => o.pop_any(),
         }?;
-        self.count -= 1;
-        self.bytes -= raw.capacity();
+        self.left(self.class_of(&raw), raw.capacity());
         Some(raw)
     }
 
@@ -109,8 +170,7 @@ impl IdleSet {
             Order::Lifo(o) => o.take(class),
             Order::ClockPro(o) => o.take(class),
         }?;
-        self.count -= 1;
-        self.bytes -= raw.capacity();
+        self.left(class, raw.capacity());
         Some(raw)
     }
 
@@ -130,12 +190,10 @@ impl IdleSet {
             Order::ClockPro(o) => o.evict(incoming),
         };
         if let Evict::Victim(raw) = &choice {
-            self.count -= 1;
-            self.bytes -= raw.capacity();
+            self.left(self.class_of(raw), raw.capacity());
         }
         choice
     }
-
 }
 
 #[cfg(test)]
@@ -149,13 +207,14 @@ mod tests {
     /// A buffer of `class` from a region of its own (closed at once: it
     /// goes away with the buffer).
     fn buf(class: usize) -> RawBuf {
-        let region = Region::create(0, (0..class + 1).map(|k| PAGE << k), false, false).unwrap();
-        RawBuf::from_slot(region.alloc(class).unwrap(), PAGE << class)
+        let caps = (0..class + 1).map(|k| crate::size_class::class_capacity(k, PAGE));
+        let region = Region::create(0, caps, false, false, false).unwrap();
+        RawBuf::from_slot(region.alloc(class).unwrap(), class)
     }
 
     fn victim_class(set: &mut IdleSet, incoming: Option<usize>) -> Option<usize> {
         match set.evict(incoming) {
-            Evict::Victim(raw) => Some(raw.log2() as usize - 12),
+            Evict::Victim(raw) => Some(raw.tag_class() - 1),
             Evict::Incoming => None,
             Evict::Nothing => panic!("nothing to evict"),
         }
@@ -167,17 +226,17 @@ mod tests {
         let mut set = IdleSet::new(policy, 3, 8);
         for _ in 0..4 {
             for class in [0, 1] {
-                set.insert(class, buf(class)).unwrap();
-                set.insert(class, buf(class)).unwrap();
+                set.insert(class, buf(class), 0).unwrap();
+                set.insert(class, buf(class), 0).unwrap();
                 let a = set.take(class).unwrap();
-                set.insert(class, a).unwrap();
+                set.insert(class, a, 0).unwrap();
             }
         }
         // Idle now: 4 of class 0, 4 of class 1 (hot under CLOCK-Pro).
         let mut victims = Vec::new();
         for _ in 0..4 {
             victims.push(victim_class(&mut set, Some(2)));
-            set.insert(2, buf(2)).unwrap();
+            set.insert(2, buf(2), 0).unwrap();
         }
         victims
     }
@@ -201,19 +260,19 @@ mod tests {
     #[test]
     fn clock_pro_promotes_a_class_reused_within_its_test_period() {
         let mut set = IdleSet::new(EvictionPolicy::ClockPro, 2, 8);
-        set.insert(1, buf(1)).unwrap();
+        set.insert(1, buf(1), 0).unwrap();
         let Order::ClockPro(o) = &set.order else { unreachable!() };
         assert!(!o.is_hot(1));
         let b = set.take(1).unwrap();
         let Order::ClockPro(o) = &set.order else { unreachable!() };
         assert!(o.is_hot(1), "a hit within the test period makes the class hot");
-        set.insert(1, b).unwrap();
+        set.insert(1, b, 0).unwrap();
     }
 
     #[test]
     fn clock_pro_promotes_a_class_whose_ghost_is_wanted_again() {
         let mut set = IdleSet::new(EvictionPolicy::ClockPro, 2, 8);
-        set.insert(0, buf(0)).unwrap();
+        set.insert(0, buf(0), 0).unwrap();
         assert!(matches!(set.evict(None), Evict::Victim(_))); // cold, unreferenced: evicted, leaves a ghost
         set.note_miss(0); // wanted again while the ghost is in test
         let Order::ClockPro(o) = &set.order else { unreachable!() };
@@ -224,10 +283,10 @@ mod tests {
     fn clock_pro_still_evicts_when_everything_is_hot() {
         let mut set = IdleSet::new(EvictionPolicy::ClockPro, 1, 8);
         for _ in 0..3 {
-            set.insert(0, buf(0)).unwrap();
+            set.insert(0, buf(0), 0).unwrap();
         }
         let b = set.take(0).unwrap(); // hot now
-        set.insert(0, b).unwrap();
+        set.insert(0, b, 0).unwrap();
         assert_eq!(victim_class(&mut set, Some(0)), Some(0), "hot hand demotes, then evicts");
         assert_eq!(set.len(), 2);
     }

@@ -94,8 +94,7 @@ pub extern "C" fn zp_config_set_tls_cache_size(cfg: *mut zp_config, buffers: usi
 /// Sets the smallest buffer capacity (default 1 MiB).
 ///
 /// @param cfg  the configuration to change.
-/// @param bytes  1 byte..=1 TiB, rounded up to a power of two of at least
-///               one page.
+/// @param bytes  1 byte..=1 TiB, rounded up to a size class (whole pages).
 /// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
 ///         ZP_ERR_INVALID_ARGUMENT if `bytes` is out of range (the
 ///         configuration is then unchanged).
@@ -202,6 +201,9 @@ pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg
 }
 
 /// Sets the budget for idle bytes (shared shards plus every thread's cache).
+/// Default: 1/16 of the memory the process may use (its cgroup v2
+/// `memory.max` where one is set, else physical memory), at least
+/// shards x buffers per shard x the smallest capacity.
 ///
 /// @param cfg  the configuration to change.
 /// @param bytes  any value; 0 keeps nothing idle.
@@ -213,4 +215,42 @@ pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg
 #[no_mangle]
 pub extern "C" fn zp_config_set_max_pooled_bytes(cfg: *mut zp_config, bytes: usize) -> zp_status {
     update(cfg, |b| b.max_pooled_bytes(bytes))
+}
+
+/// Sets the idle decay: buffers idle (in the shards or in any thread's
+/// cache) and unused for about `ms` milliseconds are scrubbed and released,
+/// between one and two periods after they last went idle, by the pool's
+/// own calls (a few buffers per call; a thread's cache at that thread's
+/// next call). No thread is started: a process that stops calling keeps
+/// what is idle until its next call or `zp_pool_trim`.
+///
+/// @param cfg  the configuration to change.
+/// @param ms  0 (no decay) ..= 86,400,000 (a day); default 10,000.
+/// @return ZP_OK; ZP_ERR_NULL_POINTER if `cfg` is NULL;
+///         ZP_ERR_INVALID_ARGUMENT if `ms` is above a day (the
+///         configuration is then unchanged).
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
+#[no_mangle]
+pub extern "C" fn zp_config_set_idle_decay_ms(cfg: *mut zp_config, ms: u64) -> zp_status {
+    update(cfg, |b| b.idle_decay(std::time::Duration::from_millis(ms)))
+}
+
+/// Backs size classes of whole huge pages (2, 4 and 6 MiB, and every
+/// class from 8 MiB) with transparent huge pages where the system allows
+/// them (`MADV_HUGEPAGE`): a first touch then costs one page fault per
+/// 2 MiB instead of one per 4 KiB.
+///
+/// @param cfg  the configuration to change.
+/// @param on  true (the default) or false.
+/// @return ZP_OK, or ZP_ERR_NULL_POINTER if `cfg` is NULL.
+///
+/// Thread safety: not thread safe for the same `cfg` (one thread at a time);
+/// different configurations are independent.
+/// cbindgen:prefix=ZP_NODISCARD
+#[no_mangle]
+pub extern "C" fn zp_config_set_huge_pages(cfg: *mut zp_config, on: bool) -> zp_status {
+    update(cfg, |b| b.huge_pages(on))
 }

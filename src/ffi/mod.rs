@@ -10,7 +10,8 @@
 //! (handles), `buffer` (`zp_get`/`zp_put`, validated against the memory
 //! layer's slot metadata before anything is trusted).
 #![allow(unsafe_code)] // `#[no_mangle]` and caller-provided pointers
-#![allow(non_camel_case_types)] // C names
+#![allow(non_camel_case_types)]
+// C names
 // The entry points take raw pointers from C: their contract is in the
 // header, and marking them `unsafe fn` would change nothing for C callers.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
@@ -23,12 +24,13 @@ mod pool;
 mod status;
 
 pub use buffer::{zp_get, zp_last_error, zp_put};
-pub use local::{zp_local, zp_local_free, zp_local_get, zp_local_new, zp_local_put};
 pub use config::{
-    zp_config, zp_config_free, zp_config_new, zp_config_set_eviction_policy, zp_config_set_max_buffers_per_shard,
-    zp_config_set_max_pooled_bytes, zp_config_set_min_buffer_size, zp_config_set_num_shards,
-    zp_config_set_pinned_memory, zp_config_set_tls_cache_size, zp_config_set_zeroing,
+    zp_config, zp_config_free, zp_config_new, zp_config_set_eviction_policy, zp_config_set_huge_pages,
+    zp_config_set_idle_decay_ms, zp_config_set_max_buffers_per_shard, zp_config_set_max_pooled_bytes,
+    zp_config_set_min_buffer_size, zp_config_set_num_shards, zp_config_set_pinned_memory, zp_config_set_tls_cache_size,
+    zp_config_set_zeroing,
 };
+pub use local::{zp_local, zp_local_free, zp_local_get, zp_local_new, zp_local_put};
 pub(crate) use pool::handles_lock;
 #[doc(hidden)]
 pub use pool::__fail_next_handle_insert_for_test;

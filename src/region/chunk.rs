@@ -15,7 +15,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::radix;
-use super::Region;
+use crate::pack::Field;
 
 /// A slot's state word: who holds the buffer, its requested length, and
 /// the buffer's tag bits (see `buffer.rs`). One small type, so the packing
@@ -24,11 +24,9 @@ use super::Region;
 pub(crate) struct SlotWord(u64);
 
 impl SlotWord {
-    const LEN_BITS: u32 = 48;
-    const LEN_MASK: u64 = (1 << Self::LEN_BITS) - 1;
-    const TAG_SHIFT: u32 = 48;
-    const TAG_MASK: u64 = 0xfff;
-    const STATE_SHIFT: u32 = 62;
+    const LEN: Field = Field::new(0, 48);
+    const TAG: Field = Self::LEN.above(12);
+    const STATE: Field = Field::new(62, 2);
     /// Never handed out through the C API since the chunk was made.
     #[cfg(test)]
     pub(crate) const NEVER: u64 = 0;
@@ -38,32 +36,32 @@ impl SlotWord {
     pub(crate) const IDLE: u64 = 2;
 
     pub(crate) fn new(state: u64, len: usize, tag: usize) -> SlotWord {
-        debug_assert!(state <= Self::IDLE && (len as u64) <= Self::LEN_MASK && (tag as u64) <= Self::TAG_MASK);
-        SlotWord(state << Self::STATE_SHIFT | (tag as u64) << Self::TAG_SHIFT | len as u64)
+        debug_assert!(state <= Self::IDLE);
+        SlotWord(Self::STATE.pack(state) | Self::TAG.pack(tag as u64) | Self::LEN.pack(len as u64))
     }
 
     pub(crate) fn state(self) -> u64 {
-        self.0 >> Self::STATE_SHIFT
+        Self::STATE.get(self.0)
     }
 
     pub(crate) fn len(self) -> usize {
-        (self.0 & Self::LEN_MASK) as usize
+        Self::LEN.get(self.0) as usize
     }
 
     pub(crate) fn tag(self) -> usize {
-        ((self.0 >> Self::TAG_SHIFT) & Self::TAG_MASK) as usize
+        Self::TAG.get(self.0) as usize
     }
 
     /// An OUT word made IDLE: one add (the state's two bits go 01 → 10).
     fn returned(self) -> SlotWord {
         debug_assert_eq!(self.state(), Self::OUT);
-        let idle = SlotWord(self.0 + ((Self::IDLE - Self::OUT) << Self::STATE_SHIFT));
+        let idle = SlotWord(self.0 + (Self::IDLE - Self::OUT) * Self::STATE.one());
         debug_assert_eq!(idle.0, self.with_state(Self::IDLE).0);
         idle
     }
 
     fn with_state(self, state: u64) -> SlotWord {
-        SlotWord(self.0 & !(3 << Self::STATE_SHIFT) | state << Self::STATE_SHIFT)
+        SlotWord(Self::STATE.set(self.0, state))
     }
 }
 
@@ -87,7 +85,8 @@ pub(crate) struct ChunkMeta {
     magic: AtomicU64,
     /// The owner token of the region (see `Region::set_owner`).
     owner: AtomicUsize,
-    region: AtomicPtr<Region>,
+    /// The owning `Region`, opaque at this layer (`region/mod.rs` casts).
+    region: AtomicPtr<u8>,
     pool_id: AtomicU64,
     /// Index of the class in its region (unpooled: usize::MAX).
     class: AtomicUsize,
@@ -104,7 +103,7 @@ pub(crate) struct ChunkInit {
     pub(crate) nslots: usize,
     pub(crate) stride: usize,
     pub(crate) owner: usize,
-    pub(crate) region: *mut Region,
+    pub(crate) region: *mut u8,
     pub(crate) pool_id: u64,
     pub(crate) class: usize,
 }
@@ -238,7 +237,7 @@ impl SlotRef {
     pub(crate) fn find(addr: usize) -> Option<SlotRef> {
         // Aliases an address past 2^48 to a chunk: the span check below
         // refuses it (`base + span <= 2^48 <= addr`).
-        let meta = radix::find(addr)?;
+        let meta = radix::find(addr)?.cast::<ChunkMeta>();
         // SAFETY: published metadata is never unmapped.
         let h = unsafe { meta.as_ref() };
         let off = addr.wrapping_sub(h.base.load(Ordering::Acquire));
@@ -339,7 +338,7 @@ impl SlotRef {
 
 /// The region and class of the slot starting at `addr` (a live buffer of
 /// ours: the caller owns it).
-pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<Region>, usize, usize)> {
+pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<u8>, usize, usize)> {
     let s = SlotRef::find(addr)?;
     let h = s.header();
     let region = NonNull::new(h.region.load(Ordering::Relaxed))?;

@@ -48,8 +48,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::buffer::{OutOfMemory, Pin};
-use crate::fork::ForkLock;
+use crate::lock::ForkLock;
 use crate::os;
 use chunk::{ChunkInit, ChunkMeta};
 use radix::GRANULE;
@@ -70,6 +69,24 @@ const COMMIT_BATCH: usize = 256 << 10;
 pub(crate) const PENDING_BYTES: usize = 1 << 20;
 /// Chunks stop doubling at this many bytes of slots.
 const MAX_CHUNK: usize = 1 << 30;
+/// A transparent huge page on x86-64 and on aarch64 with 4 KiB pages
+/// (the radix granule: chunks are aligned to it).
+pub(crate) const HUGE_PAGE: usize = GRANULE;
+
+/// The system refused memory (the detail is added at the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfMemory;
+
+/// The outcome of a pin request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// Not asked for.
+    No,
+    /// Asked for and granted.
+    Locked,
+    /// Asked for and refused by the system; the buffer is unpinned.
+    Refused,
+}
 
 /// A slot handed to the layer above.
 pub(crate) struct Slot {
@@ -104,6 +121,9 @@ struct ClassState {
 struct ClassRegion {
     cap: usize,
     stride: usize,
+    /// Backed by transparent huge pages: the capacity is a whole number of
+    /// huge pages and the stride too, so that every slot starts on one.
+    huge: bool,
     /// Slots per batch of pages given back (1: at once).
     batch: usize,
     state: Mutex<ClassState>,
@@ -126,6 +146,8 @@ pub(crate) struct Region {
     /// canary, so a request of a full class still has room for it).
     tail: usize,
     pin: bool,
+    /// Unpooled buffers of at least [`HUGE_PAGE`] bytes get huge pages.
+    huge: bool,
     classes: Box<[ClassRegion]>,
     one_offs: Mutex<OneOffs>,
     /// Something to free when the memory goes (the C handle, whose address
@@ -207,23 +229,33 @@ impl Drop for RegionHandle {
 }
 
 impl Region {
-    /// A region for classes of capacities `caps` (powers of two); Err when
-    /// its bookkeeping cannot be allocated.
+    /// A region for classes of capacities `caps` (whole pages); Err when
+    /// its bookkeeping cannot be allocated. `huge`: classes of whole huge
+    /// pages (2 MiB and up) are placed and advised so that transparent huge
+    /// pages back them.
     pub(crate) fn create(
         pool_id: u64,
         caps: impl ExactSizeIterator<Item = usize>,
         tail: bool,
         pin: bool,
+        huge: bool,
     ) -> Result<RegionHandle, OutOfMemory> {
         let tail = if tail { os::page_size() } else { 0 };
         let mut classes = Vec::new();
         classes.try_reserve_exact(caps.len()).map_err(|_| OutOfMemory)?;
         classes.extend(caps.map(|cap| {
-            debug_assert!(cap.is_power_of_two() && cap >= os::page_size());
-            let stride = cap + tail;
+            debug_assert!(cap % os::page_size() == 0 && cap >= os::page_size());
+            // A class of whole huge pages starts each slot on one (the C
+            // canary's tail page then costs a huge page of address space,
+            // not of memory: it is touched only by a request of the full
+            // capacity). Other classes would have a huge page straddle two
+            // slots, so that releasing one splits it: they keep small pages.
+            let huge = huge && cap % HUGE_PAGE == 0;
+            let stride = if huge { (cap + tail).next_multiple_of(HUGE_PAGE) } else { cap + tail };
             ClassRegion {
                 cap,
                 stride,
+                huge,
                 batch: (PENDING_BYTES / stride).max(1),
                 state: Mutex::new(ClassState {
                     chunks: Vec::new(),
@@ -240,6 +272,7 @@ impl Region {
             pool_id,
             tail,
             pin,
+            huge,
             classes: classes.into_boxed_slice(),
             one_offs: Mutex::new(OneOffs::default()),
             keepalive: AtomicPtr::new(std::ptr::null_mut()),
@@ -256,6 +289,13 @@ impl Region {
         drop(regions);
         // SAFETY: Box::into_raw never returns null.
         Ok(RegionHandle(unsafe { NonNull::new_unchecked(raw) }))
+    }
+
+    /// The region and class of the slot starting at `addr` (a live buffer
+    /// of ours: the caller owns it), and its chunk's span.
+    pub(crate) fn owner_of(addr: usize) -> Option<(NonNull<Region>, usize, usize)> {
+        let (region, class, span) = chunk::owner_of(addr)?;
+        Some((region.cast::<Region>(), class, span))
     }
 
     /// Sets the token that `SlotRef::owner` reports for this region's
@@ -339,7 +379,7 @@ impl Region {
     fn new_chunk(&self, c: &ClassRegion, class: usize, want: usize, st: &mut ClassState) -> Result<Chunk, OutOfMemory> {
         let mut nslots = want.max(1);
         loop {
-            let attempt = self.reserve_chunk(c.stride, nslots, class);
+            let attempt = self.reserve_chunk(c.stride, nslots, class, c.huge);
             match attempt {
                 Some(chunk) => {
                     // So that releasing never allocates: room for every slot
@@ -362,10 +402,14 @@ impl Region {
         }
     }
 
-    fn reserve_chunk(&self, stride: usize, nslots: usize, class: usize) -> Option<Chunk> {
+    fn reserve_chunk(&self, stride: usize, nslots: usize, class: usize, huge: bool) -> Option<Chunk> {
         let reserved = nslots.checked_mul(stride)?.checked_next_multiple_of(GRANULE)?;
         let nslots = reserved / stride; // fill the granules
         let base = os::reserve(reserved, GRANULE)?;
+        if huge {
+            // SAFETY: the reservation just made, ours alone.
+            unsafe { os::advise_huge(base, reserved) };
+        }
         let meta_len = chunk::meta_len(nslots).next_multiple_of(os::page_size());
         let Some(meta) = os::map_zeroed(meta_len) else {
             // SAFETY: just reserved, unused.
@@ -378,13 +422,13 @@ impl Region {
             nslots,
             stride,
             owner: self.owner.load(Ordering::Relaxed),
-            region: self.me.load(Ordering::Relaxed),
+            region: self.me.load(Ordering::Relaxed).cast(),
             pool_id: self.pool_id,
             class,
         };
         // SAFETY: a fresh zeroed mapping of meta_len bytes, unpublished.
         unsafe { chunk::init(meta, &init) };
-        if !radix::publish(init.base, reserved, meta) {
+        if !radix::publish(init.base, reserved, meta.cast()) {
             // SAFETY: never published; both mappings are ours.
             unsafe {
                 os::unmap(meta.cast(), meta_len);
@@ -405,7 +449,14 @@ impl Region {
     /// this call.
     /// `now`: give the pages back at once rather than with the next batch
     /// (a buffer that failed validation).
-    pub(crate) unsafe fn release(this: NonNull<Region>, class: usize, ptr: NonNull<u8>, dirty: bool, pinned: bool, now: bool) {
+    pub(crate) unsafe fn release(
+        this: NonNull<Region>,
+        class: usize,
+        ptr: NonNull<u8>,
+        dirty: bool,
+        pinned: bool,
+        now: bool,
+    ) {
         // SAFETY: a slot in use keeps the region alive.
         let r = unsafe { this.as_ref() };
         let c = &r.classes[class];
@@ -444,14 +495,17 @@ impl Region {
         };
         let chunk = match kept {
             Some(k) => k.chunk,
-            None => match self.reserve_chunk(stride.next_multiple_of(GRANULE), 1, usize::MAX) {
-                Some(c) => c,
-                None => {
-                    // Out of address space: give up what we kept, try again.
-                    self.drop_kept_one_offs();
-                    self.reserve_chunk(stride.next_multiple_of(GRANULE), 1, usize::MAX).ok_or(OutOfMemory)?
+            None => {
+                let (span, huge) = (stride.next_multiple_of(GRANULE), self.huge && cap >= HUGE_PAGE);
+                match self.reserve_chunk(span, 1, usize::MAX, huge) {
+                    Some(c) => c,
+                    None => {
+                        // Out of address space: give up what we kept, try again.
+                        self.drop_kept_one_offs();
+                        self.reserve_chunk(span, 1, usize::MAX, huge).ok_or(OutOfMemory)?
+                    }
                 }
-            },
+            }
         };
         // SAFETY: the chunk's own reservation.
         if !unsafe { os::commit(chunk.base, stride) } {
@@ -520,7 +574,7 @@ impl Region {
             clear_pages(ptr, open - r.tail, open, dirty, pinned);
             os::retire_range(ptr, stride);
         }
-        let meta = radix::find(ptr.as_ptr() as usize).expect("published");
+        let meta = radix::find(ptr.as_ptr() as usize).expect("published").cast::<ChunkMeta>();
         let nslots = 1;
         let chunk = Chunk {
             meta,
@@ -783,7 +837,7 @@ mod tests {
     const KIB: usize = 1024;
 
     fn region(tail: bool) -> RegionHandle {
-        Region::create(7, [4 * KIB, 64 * KIB].into_iter(), tail, false).unwrap()
+        Region::create(7, [4 * KIB, 64 * KIB].into_iter(), tail, false, false).unwrap()
     }
 
     #[test]

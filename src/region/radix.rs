@@ -14,7 +14,6 @@
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use super::chunk::ChunkMeta;
 use crate::os;
 
 /// log2 of a granule: chunks are reserved in multiples of 2 MiB, aligned.
@@ -25,7 +24,9 @@ const ADDR_BITS: u32 = 48;
 const LEAF_BITS: u32 = 14;
 const ROOT_BITS: u32 = ADDR_BITS - GRANULE_SHIFT - LEAF_BITS;
 
-struct Leaf([AtomicPtr<ChunkMeta>; 1 << LEAF_BITS]);
+/// A leaf maps granules to their chunk's metadata, opaque here (the
+/// chunk layer above casts it back).
+struct Leaf([AtomicPtr<u8>; 1 << LEAF_BITS]);
 
 static ROOT: [AtomicPtr<Leaf>; 1 << ROOT_BITS] = [const { AtomicPtr::new(ptr::null_mut()) }; 1 << ROOT_BITS];
 
@@ -72,7 +73,7 @@ fn leaf(r: usize, create: bool) -> Option<&'static Leaf> {
 /// caller must check that `addr` lies in the chunk it gets (no chunk
 /// reaches 2^48).
 #[inline(always)]
-pub(crate) fn find(addr: usize) -> Option<NonNull<ChunkMeta>> {
+pub(crate) fn find(addr: usize) -> Option<NonNull<u8>> {
     let g = addr >> GRANULE_SHIFT;
     let (r, i) = ((g >> LEAF_BITS) & ((1 << ROOT_BITS) - 1), g & ((1 << LEAF_BITS) - 1));
     debug_assert!(split(addr).is_none_or(|ri| ri == (r, i)));
@@ -82,7 +83,7 @@ pub(crate) fn find(addr: usize) -> Option<NonNull<ChunkMeta>> {
 
 /// Maps the granules of `[base, base + len)` to `meta`. False when a leaf
 /// could not be created (out of memory); nothing is published then.
-pub(crate) fn publish(base: usize, len: usize, meta: NonNull<ChunkMeta>) -> bool {
+pub(crate) fn publish(base: usize, len: usize, meta: NonNull<u8>) -> bool {
     debug_assert!(base % GRANULE == 0 && len % GRANULE == 0 && len > 0);
     // Create every leaf first, so a failure leaves nothing half published.
     for g in (base..base + len).step_by(GRANULE) {
