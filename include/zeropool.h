@@ -603,7 +603,10 @@ ZP_NODISCARD struct zp_local *zp_local_new(struct zp_pool *pool);
 
 /**
  * Frees a handle: its idle buffers go back to the pool (or are released,
- * scrubbed, if the pool was freed). NULL is a no-op.
+ * scrubbed, if the pool was freed). NULL is a no-op. Called from another
+ * thread than the one that made the handle (while that thread lives),
+ * the handle's idle buffers go back at that thread's next zeropool call
+ * or its exit: its cache belongs to it.
  *
  * @param local  a handle from `zp_local_new`, or NULL; not used afterwards.
  *

@@ -296,7 +296,12 @@ fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
             Ok(raw) => Ok(Buffer::pooled(raw, len, shared.id)),
             Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: classes.capacity(class) }),
         },
-        Lookup::Unpooled(cap) => get_one_off(shared, len, cap),
+        Lookup::Unpooled(cap) => {
+            // No cache on this path: sync this thread's caches here
+            // (guarantee 8).
+            thread_cache::sync();
+            get_one_off(shared, len, cap)
+        }
         Lookup::TooLarge => too_large(len),
     }
 }
@@ -342,8 +347,6 @@ fn get_pooled_slow(shared: &Arc<Shared>, class: usize, len: usize) -> Result<Raw
 
 #[cold]
 fn get_one_off(shared: &Shared, len: usize, cap: usize) -> Result<Buffer, Error> {
-    // No cache on this path: sync this thread's caches here (guarantee 8).
-    thread_cache::sync();
     let one = shared.get_one_off(cap).map_err(|OutOfMemory| Error::OutOfMemory { bytes: cap })?;
     Ok(Buffer::one_off(one, len, shared.id))
 }
@@ -385,7 +388,7 @@ impl Local {
 
     /// Catches up with trims and closes (one shared load when none came).
     #[inline(always)]
-    fn sync(&mut self) {
+    pub(crate) fn sync(&mut self) {
         let epoch = thread_cache::epoch();
         if epoch != self.epoch {
             self.resync(epoch);
@@ -428,8 +431,10 @@ impl Local {
                 Some((raw, _)) => Ok(Buffer::pooled(raw, len, id)),
                 None => self.get_slow(class, len),
             },
+            // No sync of the thread's table here: it may reach this very
+            // cache (`zp_local`'s callers sync once they are done with it).
             Lookup::Unpooled(cap) => get_one_off(self.cache.shared(), len, cap),
-            Lookup::TooLarge => too_large(len),
+            Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
         }
     }
 

@@ -110,6 +110,9 @@ fn sweep(table: &Table, epoch: u64) {
         tc.catch_up();
         !tc.shared.is_closed()
     });
+    // The thread's `zp_local` handles too: a closed pool's buffers in
+    // their caches go now, not at the handle's next call (guarantee 8).
+    table.sync_locals();
 }
 
 /// Syncs this thread's caches if a pool changed since its last call. For

@@ -61,6 +61,22 @@ pub(crate) struct Table {
     /// the table needs no destructor (`thread_exit` empties and frees it).
     /// Touched only by this module's non-reentrant methods.
     overflow: UnsafeCell<ManuallyDrop<Vec<*mut ThreadCache>>>,
+    /// The `zp_local` handles this thread made: synced with the table
+    /// (a closed pool's buffers in their caches go at this thread's next
+    /// call on any pool), told at thread exit. Same rules as `overflow`.
+    locals: UnsafeCell<ManuallyDrop<Vec<LocalRef>>>,
+}
+
+/// A handle made on this thread that keeps a cache of its own (`zp_local`),
+/// and what the table does with it.
+#[derive(Clone, Copy)]
+pub(crate) struct LocalRef {
+    pub(crate) ptr: std::ptr::NonNull<()>,
+    /// Syncs its cache (this thread is its owner, and no call of this
+    /// thread is using it); false: it is gone (freed now), drop it.
+    pub(crate) sync: unsafe fn(std::ptr::NonNull<()>) -> bool,
+    /// The thread exits: the handle is no longer listed anywhere.
+    pub(crate) exit: unsafe fn(std::ptr::NonNull<()>),
 }
 
 thread_local! {
@@ -73,6 +89,7 @@ thread_local! {
             dead: Cell::new(false),
             entries: [const { Cell::new(ptr::null_mut()) }; TABLE],
             overflow: UnsafeCell::new(ManuallyDrop::new(Vec::new())),
+            locals: UnsafeCell::new(ManuallyDrop::new(Vec::new())),
         }
     };
 }
@@ -244,7 +261,46 @@ impl Table {
             // Thread exit: nothing will be displaced again; free the room.
             // SAFETY: as above.
             drop(std::mem::take(unsafe { &mut **self.overflow.get() }));
+            // SAFETY: as above.
+            let locals = std::mem::take(unsafe { &mut **self.locals.get() });
+            for l in locals {
+                // SAFETY: listed by this thread, alive while listed.
+                unsafe { (l.exit)(l.ptr) };
+            }
         }
+    }
+
+    /// Lists a handle made on this thread; false when it cannot be (out of
+    /// memory, or the thread is exiting): the handle then stays unlisted.
+    pub(crate) fn add_local(&self, local: LocalRef) -> bool {
+        if self.dead.get() || !self.register() {
+            return false;
+        }
+        // SAFETY: as in `take_displaced`.
+        let locals = unsafe { &mut *self.locals.get() };
+        if locals.try_reserve(1).is_err() {
+            return false;
+        }
+        locals.push(local);
+        true
+    }
+
+    /// Takes a handle off the list (it is being freed on this thread).
+    pub(crate) fn remove_local(&self, ptr: std::ptr::NonNull<()>) {
+        // SAFETY: as in `take_displaced`.
+        let locals = unsafe { &mut *self.locals.get() };
+        if let Some(at) = locals.iter().position(|l| l.ptr == ptr) {
+            locals.swap_remove(at);
+        }
+    }
+
+    /// Syncs every listed handle's cache (a sweep), dropping those gone.
+    pub(crate) fn sync_locals(&self) {
+        // SAFETY: as in `take_displaced`; `sync` reaches no table.
+        let locals = unsafe { &mut *self.locals.get() };
+        // SAFETY: each was listed by its owner, this thread, and is alive
+        // while listed (a free from another thread leaves it to us).
+        locals.retain(|l| unsafe { (l.sync)(l.ptr) });
     }
 
     /// Registers the thread-exit destructor for this thread, once.

@@ -651,3 +651,46 @@ fn a_new_pool_never_accepts_a_freed_pools_buffer() {
         zp_pool_free(b);
     }
 }
+
+/// Issue 26, guarantee 8 through `zp_local`: a thread whose own handle on
+/// pool A caches some of A's buffers, A freed, then one more call of that
+/// thread on another pool: none of A's memory may stay mapped.
+#[test]
+fn a_zp_local_cache_of_a_freed_pool_goes_at_the_threads_next_call() {
+    let _serial = serial();
+    const N: usize = 8;
+    let a = P(c_pool(64 * KIB, 16, 64 * MIB) as usize);
+    let b = P(c_pool(4 * KIB, 16, 64 * MIB) as usize);
+    let (to_t, from_main) = std::sync::mpsc::channel::<()>();
+    let (to_main, from_t) = std::sync::mpsc::channel::<Vec<usize>>();
+    let t = thread::spawn(move || {
+        // A warm cache of B first, so the last call maps nothing new.
+        let x = zp_get(b.pool(), 4096);
+        assert_eq!(zp_put(b.pool(), x), zp_status::ZP_OK);
+        let l = zp_local_new(a.pool());
+        assert!(!l.is_null());
+        let bufs: Vec<*mut c_void> = (0..N).map(|_| zp_local_get(l, 64 * KIB)).collect();
+        assert!(bufs.iter().all(|p| !p.is_null()));
+        let addrs = bufs.iter().map(|&p| p as usize).collect();
+        for p in bufs {
+            assert_eq!(zp_local_put(l, p), zp_status::ZP_OK);
+        }
+        to_main.send(addrs).unwrap();
+        from_main.recv().unwrap(); // A is freed
+        let x = zp_get(b.pool(), 4096);
+        assert_eq!(zp_put(b.pool(), x), zp_status::ZP_OK);
+        to_main.send(Vec::new()).unwrap();
+        from_main.recv().unwrap();
+        zp_local_free(l);
+    });
+    let addrs = from_t.recv().unwrap();
+    assert_eq!(still_mapped(&addrs), N);
+    zp_pool_free(a.pool());
+    to_t.send(()).unwrap();
+    from_t.recv().unwrap(); // T made its call on B
+    let left = still_mapped(&addrs);
+    to_t.send(()).unwrap();
+    t.join().unwrap();
+    zp_pool_free(b.pool());
+    assert_eq!(left, 0, "{left} of {N} buffers of the freed pool still mapped after the thread's next call");
+}

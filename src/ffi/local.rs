@@ -21,6 +21,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::boundary::{boundary, get_boundary, handle, set_last_error, try_box};
@@ -46,8 +47,51 @@ pub struct zp_local {
     pool: *const zp_pool,
     /// The pool's shared part, for other threads than the owner.
     shared: Arc<Shared>,
+    /// LISTED in the owner thread's table, UNLISTED, or ORPHANED (freed
+    /// from another thread while listed: the owner frees it).
+    state: AtomicU8,
     /// Used by the owner thread only (see the module invariants).
     local: UnsafeCell<Local>,
+}
+
+const LISTED: u8 = 0;
+const UNLISTED: u8 = 1;
+const ORPHANED: u8 = 2;
+
+/// The owner thread's table syncs a listed handle's cache with the pools
+/// (`tls::LocalRef::sync`): false when it was orphaned (then freed here).
+///
+/// # Safety
+/// `p` is a listed `zp_local` of the calling thread, no call of which is
+/// using its cache.
+unsafe fn sync_listed(p: NonNull<()>) -> bool {
+    let l = p.cast::<zp_local>();
+    // SAFETY: listed handles are alive (a free from another thread only
+    // marks them ORPHANED).
+    if unsafe { l.as_ref() }.state.load(Ordering::Acquire) == ORPHANED {
+        // SAFETY: orphaned: nobody else uses or frees it any more.
+        drop(unsafe { Box::from_raw(l.as_ptr()) });
+        return false;
+    }
+    // SAFETY: the owner thread, with no call using the cache (the caller's
+    // promise): the only reference to it.
+    unsafe { &mut *l.as_ref().local.get() }.sync();
+    true
+}
+
+/// The owner thread exits: the handle is no longer listed (or, orphaned,
+/// freed now).
+///
+/// # Safety
+/// As [`sync_listed`].
+unsafe fn owner_exits(p: NonNull<()>) {
+    let l = p.cast::<zp_local>();
+    // SAFETY: as in `sync_listed`.
+    let state = &unsafe { l.as_ref() }.state;
+    if state.compare_exchange(LISTED, UNLISTED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // SAFETY: orphaned: ours to free.
+        drop(unsafe { Box::from_raw(l.as_ptr()) });
+    }
 }
 
 impl zp_local {
@@ -92,6 +136,7 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
                 owner: thread_pointer(),
                 pool,
                 shared: cache.shared().clone(),
+                state: AtomicU8::new(UNLISTED),
                 local: UnsafeCell::new(cache),
             })
         });
@@ -99,7 +144,19 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
         // behind a handle of its thread (see `get_slow`).
         thread_cache::sync();
         match made {
-            Some(b) => Box::into_raw(b),
+            Some(b) => {
+                let raw = Box::into_raw(b);
+                // SAFETY: Box::into_raw is never null.
+                let ptr = unsafe { NonNull::new_unchecked(raw.cast::<()>()) };
+                let listed = crate::tls::with(|t| {
+                    t.add_local(crate::tls::LocalRef { ptr, sync: sync_listed, exit: owner_exits })
+                });
+                if listed {
+                    // SAFETY: just made, not yet shared.
+                    unsafe { &*raw }.state.store(LISTED, Ordering::Release);
+                }
+                raw
+            }
             None => {
                 set_last_error(ZP_ERR_OUT_OF_MEMORY);
                 ptr::null_mut()
@@ -109,7 +166,10 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
 }
 
 /// Frees a handle: its idle buffers go back to the pool (or are released,
-/// scrubbed, if the pool was freed). NULL is a no-op.
+/// scrubbed, if the pool was freed). NULL is a no-op. Called from another
+/// thread than the one that made the handle (while that thread lives),
+/// the handle's idle buffers go back at that thread's next zeropool call
+/// or its exit: its cache belongs to it.
 ///
 /// @param local  a handle from `zp_local_new`, or NULL; not used afterwards.
 ///
@@ -118,12 +178,23 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
 #[no_mangle]
 pub extern "C" fn zp_local_free(local: *mut zp_local) {
     boundary((), || {
-        if !local.is_null() {
-            // SAFETY: the header's contract: from zp_local_new, freed once,
-            // no call using it in flight.
-            drop(unsafe { Box::from_raw(local) });
-        }
         thread_cache::sync();
+        let Some(ptr) = NonNull::new(local) else { return };
+        // SAFETY: the header's contract: from zp_local_new, freed once, no
+        // call using it in flight.
+        let l = unsafe { ptr.as_ref() };
+        if thread_pointer() == l.owner {
+            // Listed in this thread's table, if anywhere: taken off first.
+            crate::tls::with(|t| t.remove_local(ptr.cast()));
+        } else if l.state.compare_exchange(LISTED, ORPHANED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // Listed in its owner's table, which may be syncing its cache
+            // at this instant: the owner frees it at its next call (the
+            // epoch moves, so that call sweeps) or exit.
+            crate::epoch::pool_changed();
+            return;
+        }
+        // SAFETY: as above, and no table lists it any more.
+        drop(unsafe { Box::from_raw(ptr.as_ptr()) });
     })
 }
 
