@@ -603,7 +603,10 @@ ZP_NODISCARD struct zp_local *zp_local_new(struct zp_pool *pool);
 
 /**
  * Frees a handle: its idle buffers go back to the pool (or are released,
- * scrubbed, if the pool was freed). NULL is a no-op.
+ * scrubbed, if the pool was freed). NULL is a no-op. Called from another
+ * thread than the one that made the handle (while that thread lives),
+ * the handle's idle buffers go back at that thread's next zeropool call
+ * or its exit: its cache belongs to it.
  *
  * @param local  a handle from `zp_local_new`, or NULL; not used afterwards.
  *
@@ -676,7 +679,10 @@ ZP_NODISCARD zp_status zp_pool_new_with_config(const struct zp_config *cfg, stru
  * stay valid: return them later with `zp_put` and this same (now freed)
  * pointer value, and they are released then. The pool's memory is gone once
  * the last one is back. Idle buffers in other threads' caches are released
- * at that thread's next zeropool call or its exit.
+ * at that thread's next zeropool call or its exit; those idle in a
+ * `zp_local` handle's own cache, at that handle's next call or
+ * `zp_local_free`. The pool's mappings go with its last buffer, whatever
+ * still refers to it (a `zp_local` handle, another thread's cache).
  *
  * @param pool  a pool from `zp_pool_new` or `zp_pool_new_with_config`, or
  *              NULL (a no-op).

@@ -102,12 +102,13 @@ fn tagged(slot: &Slot, class_field: usize) -> NonNull<u8> {
 }
 
 /// Gives a slot back to its region (found from the address); `now`: its
-/// pages go back at once, not with the region's next batch.
+/// pages go back at once, not with the region's next batch; `one_off_cap`:
+/// an unpooled buffer's capacity (ignored for a pooled one).
 ///
 /// # Safety
 /// `tagged` must be a buffer's tagged slot, in use by the caller alone,
 /// and unused afterwards.
-unsafe fn release(tagged: NonNull<u8>, now: bool) {
+unsafe fn release(tagged: NonNull<u8>, now: bool, one_off_cap: usize) {
     let (ptr, tag) = (untag(tagged), tag_of(tagged));
     let (dirty, pinned) = (tag & DIRTY != 0, tag & PINNED != 0);
     let Some((region, class, _)) = Region::owner_of(ptr.as_ptr() as usize) else {
@@ -119,7 +120,7 @@ unsafe fn release(tagged: NonNull<u8>, now: bool) {
         if tag & CLASS_MASK != 0 {
             Region::release(region, class, ptr, dirty, pinned, now);
         } else {
-            Region::release_one_off(region, ptr, dirty, pinned);
+            Region::release_one_off(region, ptr, one_off_cap, dirty, pinned);
         }
     }
 }
@@ -289,7 +290,7 @@ fn zero_checked(p: NonNull<u8>, len: usize, check: bool) -> bool {
 impl Drop for RawBuf {
     fn drop(&mut self) {
         // SAFETY: we own the slot; `self` goes away.
-        unsafe { release(self.tagged, false) };
+        unsafe { release(self.tagged, false, 0) };
     }
 }
 
@@ -330,7 +331,7 @@ impl OneOff {
 impl Drop for OneOff {
     fn drop(&mut self) {
         // SAFETY: we own the slot; `self` goes away.
-        unsafe { release(self.tagged, false) };
+        unsafe { release(self.tagged, false, self.cap) };
     }
 }
 
@@ -420,11 +421,12 @@ impl Buffer {
     /// pool (a buffer that failed validation is never reused as it is):
     /// every byte that may hold data is scrubbed, the pages are dropped.
     pub(crate) fn discard(self) {
-        let (tagged, _, _) = self.into_raw_parts();
+        let (tagged, len, _) = self.into_raw_parts();
         let tagged = tagged.map_addr(|a| a | DIRTY);
         // SAFETY: the guard owned this slot and is gone; DIRTY makes the
-        // release scrub every resident page first.
-        unsafe { release(tagged, true) };
+        // release scrub every resident page first. An unpooled buffer's
+        // capacity follows its length (the module invariants).
+        unsafe { release(tagged, true, unpooled_capacity(len, os::page_size())) };
     }
 
     /// Length in bytes: what was asked for.

@@ -257,32 +257,32 @@ impl Builder {
         if tls_cache_size > MAX_TLS_CACHE {
             return Err(Error::invalid(
                 "tls_cache_size",
-                format!("must be at most {MAX_TLS_CACHE} buffers, got {tls_cache_size}"),
+                format_args!("must be at most {MAX_TLS_CACHE} buffers, got {tls_cache_size}"),
             ));
         }
         let min = self.min_buffer_size.unwrap_or(DEFAULT_MIN_BUFFER_SIZE);
         if min == 0 || min > MAX_MIN_BUFFER_SIZE {
-            return Err(Error::invalid("min_buffer_size", format!("must be between 1 byte and 1 TiB, got {min}")));
+            return Err(Error::invalid("min_buffer_size", format_args!("must be between 1 byte and 1 TiB, got {min}")));
         }
         let per_shard = self.max_buffers_per_shard.unwrap_or(auto.max_buffers_per_shard);
         if per_shard == 0 || per_shard > MAX_BUFFERS_PER_SHARD {
             return Err(Error::invalid(
                 "max_buffers_per_shard",
-                format!("must be between 1 and {MAX_BUFFERS_PER_SHARD}, got {per_shard}"),
+                format_args!("must be between 1 and {MAX_BUFFERS_PER_SHARD}, got {per_shard}"),
             ));
         }
         let shards = self.num_shards.unwrap_or(auto.num_shards);
         if !shards.is_power_of_two() || shards > MAX_SHARDS {
             return Err(Error::invalid(
                 "num_shards",
-                format!("must be a power of two between 1 and {MAX_SHARDS}, got {shards}"),
+                format_args!("must be a power of two between 1 and {MAX_SHARDS}, got {shards}"),
             ));
         }
         let decay = self.idle_decay.unwrap_or(DEFAULT_IDLE_DECAY);
         if decay > MAX_IDLE_DECAY {
             return Err(Error::invalid(
                 "idle_decay",
-                format!("must be at most {} s (0 turns decay off), got {decay:?}", MAX_IDLE_DECAY.as_secs()),
+                format_args!("must be at most {} s (0 turns decay off), got {decay:?}", MAX_IDLE_DECAY.as_secs()),
             ));
         }
         let page = crate::os::page_size();

@@ -29,9 +29,38 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(setting: &'static str, reason: String) -> Self {
-        Error::InvalidConfig { setting, reason }
+    /// An invalid setting, its reason formatted without ever aborting: into
+    /// a buffer reserved fallibly, cut short if it does not fit, and empty
+    /// when no memory can be had (the C API, which only returns the code,
+    /// must not abort on a bad value: issue 26).
+    pub(crate) fn invalid(setting: &'static str, reason: fmt::Arguments<'_>) -> Self {
+        Error::InvalidConfig { setting, reason: bounded(reason) }
     }
+}
+
+/// `args` formatted into at most [`REASON_MAX`] bytes of a `String` whose
+/// room was reserved fallibly (empty if none could be had): never an
+/// infallible allocation.
+fn bounded(args: fmt::Arguments<'_>) -> String {
+    const REASON_MAX: usize = 160;
+    struct Bounded(String);
+    impl fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = self.0.capacity() - self.0.len();
+            let mut take = s.len().min(room);
+            while !s.is_char_boundary(take) {
+                take -= 1;
+            }
+            self.0.push_str(&s[..take]); // within capacity: no allocation
+            Ok(())
+        }
+    }
+    let mut out = Bounded(String::new());
+    if out.0.try_reserve_exact(REASON_MAX).is_err() {
+        return String::new();
+    }
+    let _ = fmt::write(&mut out, args);
+    out.0
 }
 
 impl fmt::Display for Error {

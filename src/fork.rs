@@ -3,10 +3,14 @@
 //! that does not exist in it (jemalloc and hardened_malloc do the same).
 //!
 //! Lock order, the same everywhere two of these locks are held together:
-//! the open-pool table, then the C handle table, then each pool by id: its
-//! shards by index, then its counter registry. No code path takes one of
-//! these while holding a later one in this order the other way round (the
-//! C handle table and the open-pool table are never held together).
+//! the pool table, then the C handle table, then each pool by id (open, or
+//! closed while its shared part lives): its shards by index, then its
+//! counter registry; then the live-region list, then each live region's
+//! class locks and one-off list (a region outlives its pool while buffers
+//! are out, and `zp_put` of such a buffer takes its class lock). No code
+//! path takes one of these while holding a later one in this order the
+//! other way round (the C handle table and the pool table are never held
+//! together).
 //!
 //! - prepare: take them all, in order (waiting for operations in flight);
 //! - parent: release them, in reverse order;
@@ -22,7 +26,8 @@
 #![cfg_attr(miri, allow(dead_code))]
 
 use std::mem;
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -40,18 +45,32 @@ pub(crate) fn reserve_fork_room(open: usize) -> bool {
     held.try_reserve(more).is_ok()
 }
 
-/// Registers the handlers, once per process.
-pub(crate) fn install_handlers() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Miri cannot run foreign functions (and does not fork).
-        #[cfg(not(miri))]
-        // SAFETY: the handlers are `extern "C"` functions with no arguments
-        // that never unwind (see `guarded`).
-        unsafe {
-            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-        }
-    });
+/// Registers the handlers, once per process; false when the system refused
+/// (`pthread_atfork` reports ENOMEM): the caller fails the pool's creation
+/// (out of memory), and the next creation tries again, so no pool ever
+/// exists without them.
+#[must_use]
+pub(crate) fn install_handlers() -> bool {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    if INSTALLED.load(Ordering::Acquire) {
+        return true;
+    }
+    let _one_at_a_time = INSTALLING.lock();
+    if INSTALLED.load(Ordering::Acquire) {
+        return true;
+    }
+    // Miri cannot run foreign functions (and does not fork).
+    #[cfg(not(miri))]
+    // SAFETY: the handlers are `extern "C"` functions with no arguments
+    // that never unwind (see `guarded`).
+    let ok = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) } == 0;
+    #[cfg(miri)]
+    let ok = true;
+    if ok {
+        INSTALLED.store(true, Ordering::Release);
+    }
+    ok
 }
 
 /// Runs a handler; a panic would abort the process from inside fork(), so
@@ -77,6 +96,11 @@ extern "C" fn prepare() {
             held.push(shared);
         }
         drop(held);
+        // Every live region's locks, whether its pool is open or gone; the
+        // list's lock keeps them alive until parent/child.
+        let regions = crate::region::regions_lock().lock();
+        regions.locks().for_each(|l| l.hold());
+        mem::forget(regions);
         mem::forget(guard); // held until parent/child
     });
 }
@@ -84,6 +108,14 @@ extern "C" fn prepare() {
 /// Lets go of every lock `prepare` took, in reverse order, with `let_go`
 /// (release in the parent, reset in the child).
 fn let_go_all(let_go: unsafe fn(&dyn ForkLock)) {
+    let regions = crate::region::regions_lock();
+    // SAFETY: `prepare` holds the list's lock (its guard forgotten), so no
+    // one else uses the list, and every region in it is alive.
+    let listed = unsafe { &*regions.data_ptr() };
+    // SAFETY: `prepare` took each of these on this thread.
+    listed.locks().rev().for_each(|l| unsafe { let_go(l) });
+    // SAFETY: as above.
+    unsafe { let_go(regions) };
     let mut guard = HELD.lock();
     let held = &mut *guard;
     for shared in held.iter().rev() {
@@ -110,9 +142,10 @@ extern "C" fn child() {
 
 /// TEST-ONLY hook, not part of the API (hidden, may change without notice):
 /// holds the `which`-th lock the fork handlers take while `f` runs, then
-/// releases it. Index 0 is the open-pool table, 1 the C handle table, then
-/// every lock of each open pool, pools by id (`Shared::locks` order:
-/// shards, counter registry, region classes, one-off list). Returns false
+/// releases it. Index 0 is the pool table, 1 the C handle table, then
+/// every lock of each pool whose shared part lives, pools by id
+/// (`Shared::locks` order: shards, counter registry), then the live-region
+/// list, then the region locks of those pools (class locks, one-off list). Returns false
 /// (and does not call `f`) when `which` is past the last lock. Lets a test
 /// fork while another thread is known to hold a given lock.
 #[doc(hidden)]
@@ -121,6 +154,13 @@ pub fn __with_fork_lock_held_for_test(which: usize, f: impl FnOnce()) -> bool {
     let mut locks: Vec<&dyn ForkLock> = global_locks().to_vec();
     for shared in &open {
         locks.extend(shared.locks());
+    }
+    // The live regions (those of `open`'s pools stay alive: `open` holds
+    // them; others may go meanwhile, so only theirs are offered).
+    let regions = crate::region::regions_lock();
+    locks.push(regions);
+    for shared in &open {
+        locks.extend(shared.region.locks());
     }
     let Some(lock) = locks.get(which) else { return false };
     lock.hold();
@@ -133,6 +173,31 @@ pub fn __with_fork_lock_held_for_test(which: usize, f: impl FnOnce()) -> bool {
         }
     }
     let _release = Release(*lock);
+    f();
+    true
+}
+
+/// TEST-ONLY hook, not part of the API (hidden, may change without notice):
+/// holds the region lock that returning the live buffer `buf` takes (its
+/// class's, or the one-off list's) while `f` runs, whether or not its pool
+/// was freed. False (and `f` not called) when `buf` is not a buffer. Lets a
+/// test fork while a `zp_put` of a freed pool's buffer is known to hold it.
+#[doc(hidden)]
+pub fn __with_buffer_lock_held_for_test(buf: *const u8, f: impl FnOnce()) -> bool {
+    let Some((region, class, _)) = crate::region::Region::owner_of(buf as usize) else { return false };
+    // SAFETY: a buffer out keeps its region alive (the caller's promise:
+    // `buf` is a live buffer, not returned while `f` runs).
+    let region = unsafe { region.as_ref() };
+    let Some(lock) = region.locks().nth(class).or_else(|| region.locks().last()) else { return false };
+    lock.hold();
+    struct Release<'a>(&'a dyn ForkLock);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            // SAFETY: taken with `hold` on this thread just above.
+            unsafe { self.0.release() };
+        }
+    }
+    let _release = Release(lock);
     f();
     true
 }

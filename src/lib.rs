@@ -66,6 +66,8 @@ pub use config::{
 pub use error::Error;
 pub use ffi::*;
 #[doc(hidden)]
-pub use fork::__with_fork_lock_held_for_test;
+pub use fork::{__with_buffer_lock_held_for_test, __with_fork_lock_held_for_test};
+#[doc(hidden)]
+pub use os::__fail_madvise_for_test;
 pub use pool::BufferPool;
 pub use stats::Stats;

@@ -170,6 +170,9 @@ pub(crate) unsafe fn commit(ptr: NonNull<u8>, len: usize) -> bool {
 /// # Safety
 /// The range must be committed memory of ours that no live buffer uses.
 pub(crate) unsafe fn decommit(ptr: NonNull<u8>, len: usize) -> bool {
+    if FAIL_DECOMMIT.load(Ordering::Relaxed) {
+        return false;
+    }
     #[cfg(not(miri))]
     {
         // SAFETY: the range is ours and unused (caller's promise).
@@ -181,6 +184,18 @@ pub(crate) unsafe fn decommit(ptr: NonNull<u8>, len: usize) -> bool {
         unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
         true
     }
+}
+
+/// Set by [`__fail_madvise_for_test`]: every [`decommit`] fails.
+static FAIL_DECOMMIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// TEST-ONLY hook, not part of the API (hidden, may change without notice):
+/// while `on`, giving pages back (`madvise(MADV_DONTNEED)`) fails, as it
+/// does for locked pages (e.g. after `mlockall(MCL_FUTURE)`), so the
+/// fallbacks (scrub by hand) run.
+#[doc(hidden)]
+pub fn __fail_madvise_for_test(on: bool) {
+    FAIL_DECOMMIT.store(on, Ordering::Relaxed);
 }
 
 /// Decommits a range and makes it inaccessible again, keeping the address
@@ -644,17 +659,23 @@ pub(crate) fn try_box<T>(value: T) -> Result<Box<T>, T> {
     }
 }
 
-/// Whether the allocator can provide `bytes` right now: a probe allocation,
-/// freed at once. Used before the few allocations the standard library
-/// offers no fallible form of (`Arc::new`): the freed block is what the
-/// next allocation of that size on this thread gets back, so a refusal
-/// becomes an error instead of an abort.
-pub(crate) fn can_allocate(bytes: usize) -> bool {
-    let Ok(layout) = std::alloc::Layout::from_size_align(bytes.max(1), 16) else {
-        return false;
-    };
-    // SAFETY: non-zero size.
-    let p = unsafe { std::alloc::alloc(layout) };
+/// Whether the allocator can provide the block of an `Arc<T>` right now:
+/// a probe allocation of that block's size and alignment (two counts, then
+/// `T`: `T`'s alignment, 128 for a cache-padded `T`, which an allocator
+/// serves from other blocks than a 16-byte-aligned one of the same size),
+/// freed at once. Used before `Arc::new`, which has no fallible form: the
+/// freed block is what the next allocation of that layout on this thread
+/// gets back, so a refusal becomes an error instead of an abort. (Another
+/// thread may still take it in between: a probe narrows the window, it
+/// cannot close it.)
+pub(crate) fn can_allocate_arc<T>() -> bool {
+    let counts = std::alloc::Layout::new::<[std::sync::atomic::AtomicUsize; 2]>();
+    let Ok((layout, _)) = counts.extend(std::alloc::Layout::new::<T>()) else { return false };
+    let layout = layout.pad_to_align();
+    // SAFETY: non-zero size (the counts).
+    // `black_box`: LLVM removes an allocation whose block is only freed,
+    // and the probe with it (it did: the old probe was no probe at all).
+    let p = std::hint::black_box(unsafe { std::alloc::alloc(layout) });
     if p.is_null() {
         return false;
     }

@@ -15,10 +15,14 @@ use crate::size_class::{Lookup, SizeClasses};
 use crate::stats::Stats;
 use crate::thread_cache::{self, with_cache, Popped, ThreadCache};
 
-/// Open pools by id: how a returned buffer finds its pool without holding
-/// a reference count. Ids are never reused, so a buffer of a dropped pool
-/// finds nothing and is released. Sorted by id (ids only grow, so an insert
-/// is a push); growth is fallible, so creating a pool never aborts.
+/// Pools by id: how a returned buffer finds its pool without holding a
+/// reference count. Ids are never reused, and a closed pool is never
+/// found, so a buffer of a dropped pool finds nothing and is released.
+/// A closed pool stays listed while its shared part lives (stale thread
+/// caches, `zp_local` handles), so that the fork handlers hold its locks
+/// too (issue 26); entries whose shared part is gone are pruned at the
+/// next insert. Sorted by id (ids only grow, so an insert is a push);
+/// growth is fallible, so creating a pool never aborts.
 pub(crate) struct PoolTable(Vec<(u64, Weak<Shared>)>);
 
 impl PoolTable {
@@ -27,23 +31,19 @@ impl PoolTable {
     }
 
     fn get(&self, id: u64) -> Option<Arc<Shared>> {
-        self.find(id).ok().and_then(|i| self.0[i].1.upgrade())
+        self.find(id).ok().and_then(|i| self.0[i].1.upgrade()).filter(|s| !s.is_closed())
     }
 
     fn try_insert(&mut self, id: u64, shared: Weak<Shared>) -> Result<(), OutOfMemory> {
+        self.0.retain(|(_, w)| w.strong_count() > 0);
         self.0.try_reserve(1).map_err(|_| OutOfMemory)?;
         let at = self.find(id).unwrap_or_else(|at| at);
         self.0.insert(at, (id, shared));
         Ok(())
     }
 
-    fn remove(&mut self, id: u64) {
-        if let Ok(i) = self.find(id) {
-            self.0.remove(i);
-        }
-    }
-
-    /// The open pools (for the fork handlers).
+    /// The pools whose shared part lives, open or closed (for the fork
+    /// handlers).
     pub(crate) fn open(&self) -> impl Iterator<Item = Arc<Shared>> + '_ {
         self.0.iter().filter_map(|(_, w)| w.upgrade())
     }
@@ -102,11 +102,15 @@ impl BufferPool {
     /// A pool from a validated configuration; Err when memory for its
     /// bookkeeping cannot be had (nothing is left behind then).
     pub(crate) fn from_config(cfg: Config) -> Result<BufferPool, OutOfMemory> {
-        crate::fork::install_handlers();
+        // No pool without fork handlers: a refusal (ENOMEM) is reported,
+        // and the next creation tries again.
+        if !crate::fork::install_handlers() {
+            return Err(OutOfMemory);
+        }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Shared::try_new(id, cfg)?;
         // `Arc::new` has no fallible form: probe for its block first.
-        if !crate::os::can_allocate(std::mem::size_of::<Shared>() + 2 * std::mem::size_of::<usize>()) {
+        if !crate::os::can_allocate_arc::<Shared>() {
             return Err(OutOfMemory);
         }
         let shared = Arc::new(shared);
@@ -229,6 +233,12 @@ impl BufferPool {
         self.shared.region.set_owner(token);
     }
 
+    /// Has `free(p)` called once the pool's memory is gone (the C handle,
+    /// kept until then: see `Region::keep_until_released`).
+    pub(crate) fn keep_until_released(&self, p: *mut (), free: unsafe fn(*mut ())) {
+        self.shared.region.keep_until_released(p, free);
+    }
+
     /// The unique id of this pool (shared by its clones).
     pub fn id(&self) -> u64 {
         self.shared.id
@@ -261,7 +271,7 @@ impl Clone for BufferPool {
 impl Drop for BufferPool {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            POOLS.lock().remove(self.shared.id);
+            // Stays listed (not found any more) while the shared part lives.
             self.shared.close();
             thread_cache::detach(self.shared.id);
         }
@@ -286,9 +296,21 @@ fn try_get_in(shared: &Arc<Shared>, len: usize) -> Result<Buffer, Error> {
             Ok(raw) => Ok(Buffer::pooled(raw, len, shared.id)),
             Err(OutOfMemory) => Err(Error::OutOfMemory { bytes: classes.capacity(class) }),
         },
-        Lookup::Unpooled(cap) => get_one_off(shared, len, cap),
-        Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
+        Lookup::Unpooled(cap) => {
+            // No cache on this path: sync this thread's caches here
+            // (guarantee 8).
+            thread_cache::sync();
+            get_one_off(shared, len, cap)
+        }
+        Lookup::TooLarge => too_large(len),
     }
+}
+
+/// A get no buffer can hold; still a call that syncs this thread's caches.
+#[cold]
+fn too_large(len: usize) -> Result<Buffer, Error> {
+    thread_cache::sync();
+    Err(Error::TooLarge { requested: len })
 }
 
 /// Thread cache, then shards, then the system. The result is one word,
@@ -366,7 +388,7 @@ impl Local {
 
     /// Catches up with trims and closes (one shared load when none came).
     #[inline(always)]
-    fn sync(&mut self) {
+    pub(crate) fn sync(&mut self) {
         let epoch = thread_cache::epoch();
         if epoch != self.epoch {
             self.resync(epoch);
@@ -409,6 +431,8 @@ impl Local {
                 Some((raw, _)) => Ok(Buffer::pooled(raw, len, id)),
                 None => self.get_slow(class, len),
             },
+            // No sync of the thread's table here: it may reach this very
+            // cache (`zp_local`'s callers sync once they are done with it).
             Lookup::Unpooled(cap) => get_one_off(self.cache.shared(), len, cap),
             Lookup::TooLarge => Err(Error::TooLarge { requested: len }),
         }

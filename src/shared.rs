@@ -201,7 +201,17 @@ impl Shared {
         self.stash_from(home, || bufs.pop());
     }
 
-    fn stash_from(&self, home: usize, mut next: impl FnMut() -> Option<RawBuf>) {
+    fn stash_from(&self, home: usize, next: impl FnMut() -> Option<RawBuf>) {
+        self.stash_unchecked(home, next);
+        if self.is_closed() {
+            // Stashed in a race with `close`, maybe after its drain (the
+            // shard lock orders the two: a stash after the drain sees
+            // CLOSED here): nothing may stay idle in a closed pool.
+            self.drain_shards();
+        }
+    }
+
+    fn stash_unchecked(&self, home: usize, mut next: impl FnMut() -> Option<RawBuf>) {
         let max = self.cfg.max_buffers_per_shard;
         let classes = &self.cfg.classes;
         let now = self.note_idle();
@@ -362,6 +372,9 @@ impl Shared {
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
         crate::epoch::pool_changed();
         self.drain_shards();
+        // The memory goes back once the last slot does, whoever still holds
+        // this shared part (a stale thread cache, a `zp_local`).
+        self.region.close();
     }
 
     fn drain_shards(&self) {
@@ -398,13 +411,14 @@ impl Shared {
         stats
     }
 
-    /// Every lock of this pool, in the order they are taken together
-    /// (shards by index, then the counter registry, as `stats` does; then
-    /// the region's, which are never held while taking another).
+    /// Every lock of this pool but its region's, in the order they are
+    /// taken together (shards by index, then the counter registry, as
+    /// `stats` does). The fork handlers take the region's with every live
+    /// region's (`region::regions_lock`): a region can outlive its pool.
     pub(crate) fn locks(&self) -> impl DoubleEndedIterator<Item = &dyn ForkLock> {
         // No allocation: the fork handlers run this inside fork().
         let shards = self.shards.iter().map(|s| s.mutex() as &dyn ForkLock);
-        shards.chain(std::iter::once(self.registry.mutex() as &dyn ForkLock)).chain(self.region.locks())
+        shards.chain(std::iter::once(self.registry.mutex() as &dyn ForkLock))
     }
 
     /// The time buffers going idle now are stamped with (monotonic ns),

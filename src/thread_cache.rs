@@ -110,6 +110,24 @@ fn sweep(table: &Table, epoch: u64) {
         tc.catch_up();
         !tc.shared.is_closed()
     });
+    // The thread's `zp_local` handles too: a closed pool's buffers in
+    // their caches go now, not at the handle's next call (guarantee 8).
+    table.sync_locals();
+}
+
+/// Syncs this thread's caches if a pool changed since its last call. For
+/// the calls that reach no cache through the table (`zp_local`, unpooled
+/// and too-large gets, rejected puts, stats, pool creation and free), so
+/// that any call is "the thread's next call" of API.md guarantee 8.
+/// Never from inside a fast path (see the module invariants).
+#[cold]
+pub(crate) fn sync() {
+    tls::with(|table| {
+        let epoch = EPOCH.load(Relaxed);
+        if epoch != table.epoch_seen.get() {
+            sweep(table, epoch);
+        }
+    });
 }
 
 /// The fast path through this thread's table: runs `fast` on the thread's
@@ -134,7 +152,8 @@ pub(crate) fn fast<S, R>(id: u64, state: S, fast: impl FnOnce(&mut ThreadCache, 
 /// thread's table direct-mapped by pool id: one thread-local access and one
 /// index per call, whatever the number of pools), creating the cache from
 /// `attach` on first use (a cache of another pool in the same entry is
-/// flushed to its pool and replaced: constant time). None when there is no
+/// kept aside in the table and swaps back in when its pool is used: no
+/// cache is rebuilt when pools whose ids are 1,024 apart alternate). None when there is no
 /// usable cache: the thread is exiting, the entry is in use further up the
 /// stack (re-entry), or `attach` finds no open pool. Callers then take the
 /// uncached path.
@@ -150,7 +169,7 @@ pub(crate) fn with_cache<R>(
             sweep(table, epoch);
         }
         let i = id as usize % tls::TABLE;
-        match table.take(i) {
+        match table.take_for(i, id) {
             Some(mut tc) if tc.id == id => {
                 let r = f(&mut tc);
                 table.put_back(i, tc);
@@ -193,7 +212,7 @@ fn attach_and_run<R>(
 pub(crate) fn detach(id: u64) {
     tls::with(|table| {
         let i = id as usize % tls::TABLE;
-        if let Some(tc) = table.take(i) {
+        if let Some(tc) = table.take_for(i, id) {
             if tc.id == id {
                 drop(tc);
             } else {
@@ -226,7 +245,7 @@ impl ThreadCache {
         let mut scratch = Vec::new();
         scratch.try_reserve_exact(depth).ok()?;
         // `Arc::new` has no fallible form: probe for its block first.
-        if !crate::os::can_allocate(std::mem::size_of::<LocalCounters>() + 2 * std::mem::size_of::<usize>()) {
+        if !crate::os::can_allocate_arc::<LocalCounters>() {
             return None;
         }
         let counters = Arc::new(LocalCounters::default());

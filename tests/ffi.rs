@@ -172,6 +172,18 @@ fn free_while_busy_shared() {
 
 /// The control run of the ASan death test (.ci/harden runs the bug cases,
 /// which only an ASan build may run).
+/// Issue 26: a failing calloc at a thread's first call, a failing
+/// pthread_atfork at the first pool creation (both injected by the program).
+#[test]
+fn rare_oom_static() {
+    run("rare_oom.c", Link::Static);
+}
+
+#[test]
+fn rare_oom_shared() {
+    run("rare_oom.c", Link::Shared);
+}
+
 #[test]
 fn use_after_put_control_static() {
     run("use_after_put.c", Link::Static);

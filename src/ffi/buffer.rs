@@ -67,7 +67,11 @@ extern "C" fn get_slow(pool: *mut zp_pool, size: usize) -> *mut c_void {
     get_boundary(|| {
         // SAFETY: zp_get's caller's contract: a live pool (checked non-NULL).
         let Some(handle) = (unsafe { handle(pool) }) else { return ptr::null_mut() };
-        hand_out_or_fail(handle.pool.try_get(size))
+        let got = handle.pool.try_get(size);
+        // A get that reached no cache (unpooled, too large) still syncs
+        // this thread's caches (guarantee 8); a no-op when synced.
+        crate::thread_cache::sync();
+        hand_out_or_fail(got)
     })
 }
 

@@ -32,5 +32,7 @@ pub use config::{
 };
 pub use local::{zp_local, zp_local_free, zp_local_get, zp_local_new, zp_local_put};
 pub(crate) use pool::handles_lock;
+#[doc(hidden)]
+pub use pool::__fail_next_handle_insert_for_test;
 pub use pool::{zp_pool, zp_pool_free, zp_pool_new, zp_pool_new_with_config, zp_pool_stats, zp_pool_trim};
 pub use status::{zp_eviction_policy, zp_status, zp_status_str, zp_version, zp_zeroing};

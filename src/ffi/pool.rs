@@ -1,6 +1,8 @@
 //! `zp_pool`: the pool handle.
 
+use std::mem::ManuallyDrop;
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use parking_lot::Mutex;
 
@@ -13,7 +15,21 @@ use crate::{BufferPool, Stats};
 /// An opaque, thread-safe pool. Create with `zp_pool_new` or
 /// `zp_pool_new_with_config`, free with `zp_pool_free`.
 pub struct zp_pool {
-    pub(super) pool: BufferPool,
+    /// Dropped by `zp_pool_free`, which leaves the handle's memory to the
+    /// pool's: the handle's address is its buffers' owner token, so it is
+    /// not freed (and cannot be reused by a new pool) until the last
+    /// buffer is back and the pool's memory goes (issue 26).
+    pub(super) pool: ManuallyDrop<BufferPool>,
+}
+
+/// Frees a handle whose pool was dropped (the region's `keepalive`).
+///
+/// # Safety
+/// `p` must be a `zp_pool` box from `new_handle`, its pool dropped, not
+/// used afterwards.
+unsafe fn free_handle(p: *mut ()) {
+    // SAFETY: the caller's promise; `pool` is ManuallyDrop: not dropped again.
+    drop(unsafe { Box::from_raw(p.cast::<zp_pool>()) });
 }
 
 /// Live handles by address, to their pool ids: lets a rejected `zp_put`
@@ -35,6 +51,14 @@ impl Handles {
     }
 
     fn try_insert(&mut self, addr: usize, id: u64) -> Result<(), zp_status> {
+        let hook = FAIL_INSERT.swap(ptr::null_mut(), Ordering::Relaxed);
+        if !hook.is_null() {
+            // SAFETY: only `__fail_next_handle_insert_for_test` stores here,
+            // and it stores a `fn()`.
+            let hook = unsafe { std::mem::transmute::<*mut (), fn()>(hook) };
+            hook();
+            return Err(ZP_ERR_OUT_OF_MEMORY);
+        }
         self.0.try_reserve(1).map_err(|_| ZP_ERR_OUT_OF_MEMORY)?;
         match self.find(addr) {
             Ok(i) => self.0[i].1 = id,
@@ -50,6 +74,18 @@ impl Handles {
     }
 }
 
+/// A `fn()` to run (then fail) in the next handle insertion; null: none.
+static FAIL_INSERT: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// TEST-ONLY hook, not part of the API (hidden, may change without notice):
+/// the next pool creation through the C API fails as if the handle table
+/// could not grow (out of memory), after running `while_held` with the
+/// table's lock held. Lets a test fork on that error path.
+#[doc(hidden)]
+pub fn __fail_next_handle_insert_for_test(while_held: fn()) {
+    FAIL_INSERT.store(while_held as *mut (), Ordering::Relaxed);
+}
+
 /// Counts a rejected `zp_put` against the pool it named, if that is live.
 pub(super) fn count_rejected(named: *const zp_pool) {
     // The id is copied out first: HANDLES is never held while taking
@@ -58,6 +94,8 @@ pub(super) fn count_rejected(named: *const zp_pool) {
     if let Some(id) = id {
         crate::pool::count_rejected(id, false);
     }
+    // Still a call of this thread: its caches sync (guarantee 8).
+    crate::thread_cache::sync();
 }
 
 /// The handle table's lock, for the fork handlers.
@@ -66,15 +104,21 @@ pub(crate) fn handles_lock() -> &'static Mutex<Handles> {
 }
 
 fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
+    crate::thread_cache::sync();
     let pool = builder.with_canary().build().map_err(|e| zp_status::from(&e))?;
     let id = pool.id();
-    let raw = Box::into_raw(try_box(zp_pool { pool }).ok_or(ZP_ERR_OUT_OF_MEMORY)?);
+    let raw = Box::into_raw(try_box(zp_pool { pool: ManuallyDrop::new(pool) }).ok_or(ZP_ERR_OUT_OF_MEMORY)?);
     // `zp_put` tells this pool's buffers by the handle's address.
     // SAFETY: just made, not yet shared.
     unsafe { &*raw }.pool.set_owner_token(raw as usize);
-    if let Err(status) = HANDLES.lock().try_insert(raw as usize, id) {
-        // SAFETY: made just above, never handed out.
-        drop(unsafe { Box::from_raw(raw) });
+    // The table's lock goes before the pool is dropped: a drop takes the
+    // pool's own locks, which come after the table's in the fork order.
+    let inserted = HANDLES.lock().try_insert(raw as usize, id);
+    if let Err(status) = inserted {
+        // SAFETY: made just above, never handed out (no buffer names it).
+        let mut handle = unsafe { Box::from_raw(raw) };
+        // SAFETY: taken once; the box is freed without dropping it again.
+        drop(unsafe { ManuallyDrop::take(&mut handle.pool) });
         return Err(status);
     }
     Ok(raw)
@@ -135,7 +179,10 @@ pub extern "C" fn zp_pool_new_with_config(cfg: *const zp_config, out: *mut *mut 
 /// stay valid: return them later with `zp_put` and this same (now freed)
 /// pointer value, and they are released then. The pool's memory is gone once
 /// the last one is back. Idle buffers in other threads' caches are released
-/// at that thread's next zeropool call or its exit.
+/// at that thread's next zeropool call or its exit; those idle in a
+/// `zp_local` handle's own cache, at that handle's next call or
+/// `zp_local_free`. The pool's mappings go with its last buffer, whatever
+/// still refers to it (a `zp_local` handle, another thread's cache).
 ///
 /// @param pool  a pool from `zp_pool_new` or `zp_pool_new_with_config`, or
 ///              NULL (a no-op).
@@ -153,8 +200,16 @@ pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
         }
         HANDLES.lock().remove(pool as usize);
         // SAFETY: the header's contract: `pool` came from a zp_pool
-        // constructor and is freed once.
-        drop(unsafe { Box::from_raw(pool) });
+        // constructor and is freed once; nothing else uses the handle now
+        // (concurrent zp_puts never dereference it).
+        let owned = unsafe { ManuallyDrop::take(&mut (*pool).pool) };
+        // The handle's memory stays until the pool's goes (then it is freed
+        // by the region): its address, the owner token, is not reused by a
+        // new pool while a buffer of this one may still name it. Not
+        // touched from here on: the drop below may free it.
+        owned.keep_until_released(pool.cast(), free_handle);
+        drop(owned);
+        crate::thread_cache::sync();
     })
 }
 
@@ -177,6 +232,7 @@ pub extern "C" fn zp_pool_stats(pool: *const zp_pool, out: *mut Stats) -> zp_sta
         if out.is_null() {
             return ZP_ERR_NULL_POINTER;
         }
+        crate::thread_cache::sync();
         // SAFETY: `out` is non-null and, by the header's contract, writable.
         unsafe { out.write(pool.pool.stats()) };
         ZP_OK

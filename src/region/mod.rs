@@ -15,10 +15,16 @@
 //!   lock-free [`radix`] table.
 //!
 //! Lifetime: a [`Region`] belongs to one pool. `life` counts the slots in
-//! use (idle in the pool or handed out) and a CLOSED bit set when the pool
-//! goes away; whoever brings it to "closed, none in use" frees the region,
-//! exactly once. That count changes only when a slot is carved, recycled or
-//! released (slow paths), never on a cached get or put.
+//! use (idle in the pool or handed out), a CLOSED bit set when the pool
+//! closes (its last handle is gone: no slot is handed out any more) and a
+//! DROPPED bit set when the [`RegionHandle`] goes (with the pool's shared
+//! part, which stale thread caches and `zp_local` handles may keep alive
+//! long after). Whoever brings it to "closed, none in use" gives its memory
+//! back (every chunk unmapped), exactly once, at once: a freed pool's
+//! mappings do not wait for the last reference to its shared part (issue
+//! 26). The `Region` itself is freed when both that happened and the
+//! handle is gone. That count changes only when a slot is carved, recycled
+//! or released (slow paths), never on a cached get or put.
 //!
 //! Invariants (checked with `debug_assert!`):
 //! - A slot is in exactly one place: a class's `free` list (pages given
@@ -47,8 +53,15 @@ use crate::os;
 use chunk::{ChunkInit, ChunkMeta};
 use radix::GRANULE;
 
+/// The pool closed: no slot is handed out any more.
 const CLOSED: usize = 1;
-const ONE: usize = 2;
+/// The handle is gone (implies CLOSED): the last user frees the `Region`.
+const DROPPED: usize = 2;
+/// Someone is giving the memory back (count 0, CLOSED): they free the
+/// `Region` afterwards if DROPPED came meanwhile.
+const RELEASING: usize = 4;
+/// One slot in use.
+const ONE: usize = 8;
 /// Slots are committed at least this many bytes at a time.
 const COMMIT_BATCH: usize = 256 << 10;
 /// Released slots of a class wait for at most this many bytes of company
@@ -137,6 +150,10 @@ pub(crate) struct Region {
     huge: bool,
     classes: Box<[ClassRegion]>,
     one_offs: Mutex<OneOffs>,
+    /// Something to free when the memory goes (the C handle, whose address
+    /// is the owner token: kept until no buffer can name it), and how.
+    keepalive: AtomicPtr<()>,
+    keepalive_free: AtomicPtr<()>,
 }
 
 /// Unpooled buffers' reservations kept for reuse, and how many are out (the
@@ -152,6 +169,39 @@ struct OneOffs {
 unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
+
+/// Every live region (by address), so that the fork handlers hold the
+/// locks of regions whose pool is gone but whose buffers are still out:
+/// a `zp_put` of such a buffer takes its region's class lock (issue 26).
+/// A region is in the list from creation until its memory is freed; it
+/// takes itself out (under this lock) before it is freed, so a holder of
+/// this lock may use every region listed. Room is reserved at creation,
+/// so taking a region out never allocates.
+pub(crate) struct Regions(Vec<NonNull<Region>>);
+
+// SAFETY: the pointers are only used under the list's lock (see above), and
+// a Region is Sync.
+unsafe impl Send for Regions {}
+
+static REGIONS: Mutex<Regions> = Mutex::new(Regions(Vec::new()));
+
+/// The live-region list's lock (for the fork handlers).
+pub(crate) fn regions_lock() -> &'static Mutex<Regions> {
+    &REGIONS
+}
+
+impl Regions {
+    /// Every lock of every listed region, in the order they are taken
+    /// together (by region, as [`Region::locks`]).
+    pub(crate) fn locks(&self) -> impl DoubleEndedIterator<Item = &dyn ForkLock> {
+        self.0.iter().flat_map(|r| {
+            // SAFETY: a listed region is alive while the list's lock is
+            // held (see `Regions`), and the list is borrowed from its guard.
+            let r = unsafe { r.as_ref() };
+            r.locks()
+        })
+    }
+}
 
 /// The pool's owning handle on its region: dropping it closes the region,
 /// which is freed once its last slot is back.
@@ -173,8 +223,8 @@ impl std::ops::Deref for RegionHandle {
 
 impl Drop for RegionHandle {
     fn drop(&mut self) {
-        // SAFETY: the region is live until this close (see Deref).
-        unsafe { Region::close(self.0) };
+        // SAFETY: the region is live until this drop (see Deref).
+        unsafe { Region::drop_handle(self.0) };
     }
 }
 
@@ -225,11 +275,18 @@ impl Region {
             huge,
             classes: classes.into_boxed_slice(),
             one_offs: Mutex::new(OneOffs::default()),
+            keepalive: AtomicPtr::new(std::ptr::null_mut()),
+            keepalive_free: AtomicPtr::new(std::ptr::null_mut()),
         };
         let region = os::try_box(region).map_err(|_| OutOfMemory)?;
+        let mut regions = REGIONS.lock();
+        regions.0.try_reserve(1).map_err(|_| OutOfMemory)?;
         let raw = Box::into_raw(region);
         // SAFETY: just made from a Box: valid, and ours alone until returned.
         unsafe { (*raw).me.store(raw, Ordering::Relaxed) };
+        // SAFETY: Box::into_raw never returns null.
+        regions.0.push(unsafe { NonNull::new_unchecked(raw) });
+        drop(regions);
         // SAFETY: Box::into_raw never returns null.
         Ok(RegionHandle(unsafe { NonNull::new_unchecked(raw) }))
     }
@@ -252,15 +309,21 @@ impl Region {
     /// again by the system), else a new one. Counts it in use.
     pub(crate) fn alloc(&self, class: usize) -> Result<Slot, OutOfMemory> {
         let c = &self.classes[class];
-        let (ptr, recycled) = {
+        self.enter()?;
+        let got = {
             let mut st = c.state.lock();
             // Pending slots first: still resident, so no page faults.
             match st.pending.pop().or_else(|| st.free.pop()) {
-                Some(p) => (p, true),
-                None => (self.carve(c, class, &mut st)?, false),
+                Some(p) => Ok((p, true)),
+                None => self.carve(c, class, &mut st).map(|p| (p, false)),
             }
         };
-        self.life.fetch_add(ONE, Ordering::Relaxed);
+        let Ok((ptr, recycled)) = got else {
+            // SAFETY: counted by `enter` just above; the region is alive
+            // (the caller's reference) and stays so: its handle is not gone.
+            unsafe { Region::put_life(self.this()) };
+            return Err(OutOfMemory);
+        };
         Ok(Slot { ptr, pin: self.pin_slot(ptr, c.cap), recycled })
     }
 
@@ -415,6 +478,16 @@ impl Region {
     /// a kept one that fits, else a new reservation.
     pub(crate) fn alloc_one_off(&self, cap: usize) -> Result<Slot, OutOfMemory> {
         let stride = cap.checked_add(self.tail).ok_or(OutOfMemory)?;
+        self.enter()?;
+        let got = self.alloc_one_off_entered(cap, stride);
+        if got.is_err() {
+            // SAFETY: as in `alloc`.
+            unsafe { Region::put_life(self.this()) };
+        }
+        got
+    }
+
+    fn alloc_one_off_entered(&self, cap: usize, stride: usize) -> Result<Slot, OutOfMemory> {
         let kept = {
             let mut o = self.one_offs.lock();
             let fit = o.kept.iter().position(|k| k.chunk.reserved >= stride && k.chunk.reserved / 2 <= stride);
@@ -455,7 +528,6 @@ impl Region {
         let recycled = chunk.carved > 0;
         // Ownership of the reservation passes to the buffer; it comes back
         // through `release_one_off`, which finds the chunk by address.
-        self.life.fetch_add(ONE, Ordering::Relaxed);
         Ok(Slot { ptr, pin: self.pin_slot(ptr, cap), recycled })
     }
 
@@ -482,16 +554,24 @@ impl Region {
     /// unless `dirty`): its pages go back and its address space is kept,
     /// inaccessible, for a later unpooled buffer.
     ///
+    /// `cap` is the capacity it was allocated with: only `cap` plus the
+    /// tail are accessible, of a reservation rounded up to the granule
+    /// (scrubbing past them would fault: issue 26).
+    ///
     /// # Safety
-    /// As [`release`](Self::release), for a buffer from `alloc_one_off`.
-    pub(crate) unsafe fn release_one_off(this: NonNull<Region>, ptr: NonNull<u8>, dirty: bool, pinned: bool) {
+    /// As [`release`](Self::release), for a buffer from `alloc_one_off`
+    /// of capacity `cap`.
+    pub(crate) unsafe fn release_one_off(this: NonNull<Region>, ptr: NonNull<u8>, cap: usize, dirty: bool, pinned: bool) {
         // SAFETY: a buffer in use keeps the region alive.
         let r = unsafe { this.as_ref() };
         let s = chunk::SlotRef::find(ptr.as_ptr() as usize).expect("a live unpooled buffer is published");
         let stride = s.stride();
-        // SAFETY: the caller gives it up.
+        let open = cap.saturating_add(r.tail).min(stride);
+        debug_assert_eq!(open, cap + r.tail, "the capacity it was allocated with");
+        // SAFETY: the caller gives it up; `open` bytes were committed by
+        // `alloc_one_off`, the rest of the stride is reserved only.
         unsafe {
-            clear_pages(ptr, stride - r.tail, stride, dirty, pinned);
+            clear_pages(ptr, open - r.tail, open, dirty, pinned);
             os::retire_range(ptr, stride);
         }
         let meta = radix::find(ptr.as_ptr() as usize).expect("published").cast::<ChunkMeta>();
@@ -515,40 +595,136 @@ impl Region {
         unsafe { Region::put_life(this) };
     }
 
-    /// One slot less in use; frees the region if it was the last of a
-    /// closed one.
+    /// This region's address, with the provenance of its allocation.
+    fn this(&self) -> NonNull<Region> {
+        NonNull::new(self.me.load(Ordering::Relaxed)).expect("set at creation")
+    }
+
+    /// One more slot in use, unless the pool closed (then no slot is
+    /// handed out any more: the memory may be going back).
+    fn enter(&self) -> Result<(), OutOfMemory> {
+        self.life
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| (l & CLOSED == 0).then_some(l + ONE))
+            .map(drop)
+            .map_err(|_| OutOfMemory)
+    }
+
+    /// One slot less in use; the memory goes back if it was the last of a
+    /// closed region (and the region too, if its handle is gone).
     unsafe fn put_life(this: NonNull<Region>) {
-        // SAFETY: live until the transition below.
-        let prev = unsafe { this.as_ref() }.life.fetch_sub(ONE, Ordering::AcqRel);
-        debug_assert!(prev >= ONE);
+        // SAFETY: live until the transition below (a slot in use keeps it).
+        let life = &unsafe { this.as_ref() }.life;
+        // The step to "closed, none in use" claims the release in the same
+        // atomic step: nobody else can then free the region under us.
+        let step = |l: usize| {
+            debug_assert!(l >= ONE);
+            let l = l - ONE;
+            Some(if l == CLOSED { l | RELEASING } else { l })
+        };
+        let Ok(prev) = life.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) else { unreachable!() };
         if prev == ONE | CLOSED {
-            // SAFETY: closed and nothing in use: we are the last user.
+            // SAFETY: we claimed the release (RELEASING).
+            unsafe { Region::release_claimed(this) };
+        } else if prev == ONE | CLOSED | DROPPED {
+            // SAFETY: closed, handle gone, nothing in use: the last user.
             unsafe { Region::destroy(this) };
         }
     }
 
-    /// The pool is gone: the region goes once nothing is in use.
-    unsafe fn close(this: NonNull<Region>) {
+    /// The pool closed: no slot is handed out from now on, and the memory
+    /// goes back once none is in use (now, if none is).
+    pub(crate) fn close(&self) {
+        let step = |l: usize| Some(if l / ONE == 0 { l | CLOSED | RELEASING } else { l | CLOSED });
+        let Ok(prev) = self.life.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) else { unreachable!() };
+        if prev & CLOSED == 0 && prev / ONE == 0 {
+            // SAFETY: we claimed the release; the region is alive (the
+            // caller's reference, through its handle).
+            unsafe { Region::release_claimed(self.this()) };
+        }
+    }
+
+    /// Gives the memory back after claiming it (RELEASING); frees the
+    /// region too if its handle went meanwhile.
+    unsafe fn release_claimed(this: NonNull<Region>) {
+        // SAFETY: RELEASING keeps the region alive (`drop_handle` leaves it
+        // to us).
+        let r = unsafe { this.as_ref() };
+        r.release_memory();
+        let prev = r.life.fetch_and(!RELEASING, Ordering::AcqRel);
+        if prev & DROPPED != 0 {
+            // SAFETY: the handle is gone and left the region to us.
+            unsafe { Region::free(this) };
+        }
+    }
+
+    /// The handle is gone: the region goes once nothing is in use and no
+    /// release is under way.
+    unsafe fn drop_handle(this: NonNull<Region>) {
         // SAFETY: live until the transition below.
-        let prev = unsafe { this.as_ref() }.life.fetch_or(CLOSED, Ordering::AcqRel);
-        debug_assert!(prev & CLOSED == 0, "closed twice");
-        if prev == 0 {
-            // SAFETY: nothing in use, and we closed it: the last user.
+        let prev = unsafe { this.as_ref() }.life.fetch_or(CLOSED | DROPPED, Ordering::AcqRel);
+        debug_assert!(prev & DROPPED == 0, "dropped twice");
+        if prev / ONE == 0 && prev & RELEASING == 0 {
+            // SAFETY: nothing in use and nobody releasing: the last user.
             unsafe { Region::destroy(this) };
         }
     }
 
     unsafe fn destroy(this: NonNull<Region>) {
-        // SAFETY: the last user (callers' transitions) owns the Box again.
-        let region = unsafe { Box::from_raw(this.as_ptr()) };
-        for c in region.classes.iter() {
-            let st = c.state.lock();
-            for ch in &st.chunks {
-                // SAFETY: nothing of a dead region is in use.
-                unsafe { destroy_chunk(ch) };
+        // SAFETY: the last user (callers' transitions): alive until freed.
+        unsafe { this.as_ref() }.release_memory();
+        // SAFETY: as above.
+        unsafe { Region::free(this) };
+    }
+
+    /// Takes the region out of the live list, then frees it.
+    ///
+    /// # Safety
+    /// The caller is the region's last user, and holds none of its locks.
+    unsafe fn free(this: NonNull<Region>) {
+        {
+            let mut regions = REGIONS.lock();
+            let at = regions.0.iter().position(|&r| r == this);
+            debug_assert!(at.is_some(), "a live region is listed");
+            if let Some(at) = at {
+                regions.0.swap_remove(at);
             }
         }
-        region.drop_kept_one_offs();
+        // SAFETY: the caller's promise; nobody can find it any more.
+        drop(unsafe { Box::from_raw(this.as_ptr()) });
+    }
+
+    /// Has `free(p)` called when the memory goes (before the pool closes):
+    /// the C layer keeps its handle's address, the owner token, taken
+    /// until no buffer of the pool exists, so that a new pool never gets
+    /// the address while old buffers can still name it (issue 26).
+    pub(crate) fn keep_until_released(&self, p: *mut (), free: unsafe fn(*mut ())) {
+        self.keepalive_free.store(free as *mut (), Ordering::Relaxed);
+        self.keepalive.store(p, Ordering::Release);
+    }
+
+    /// Unmaps every chunk (idempotent: the lists are left empty).
+    fn release_memory(&self) {
+        let p = self.keepalive.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            let free = self.keepalive_free.load(Ordering::Relaxed);
+            // SAFETY: stored by `keep_until_released` from an
+            // `unsafe fn(*mut ())` before `p` (Release/AcqRel); called once
+            // (the swap).
+            let free = unsafe { std::mem::transmute::<*mut (), unsafe fn(*mut ())>(free) };
+            // SAFETY: the caller of `keep_until_released` handed `p` over.
+            unsafe { free(p) };
+        }
+        for c in self.classes.iter() {
+            let mut st = c.state.lock();
+            let chunks = std::mem::take(&mut st.chunks);
+            for ch in &chunks {
+                // SAFETY: nothing of a closed region with no slot in use is in use.
+                unsafe { destroy_chunk(ch) };
+            }
+            st.free.clear();
+            st.pending.clear();
+        }
+        self.drop_kept_one_offs();
     }
 
     /// Gives back the pages of every released slot still resident (trim,
@@ -762,12 +938,12 @@ mod tests {
         let p = s.ptr;
         assert!(SlotRef::find(p.as_ptr() as usize).is_some());
         // SAFETY: ours, unused from here on.
-        unsafe { Region::release_one_off(r.0, p, false, false) };
+        unsafe { Region::release_one_off(r.0, p, big, false, false) };
         assert!(SlotRef::find(p.as_ptr() as usize).is_some(), "kept, not unmapped");
         let again = r.alloc_one_off(big - 4096).unwrap();
         assert_eq!(again.ptr, p);
         assert!(again.recycled);
         // SAFETY: ours.
-        unsafe { Region::release_one_off(r.0, again.ptr, false, false) };
+        unsafe { Region::release_one_off(r.0, again.ptr, big - 4096, false, false) };
     }
 }
