@@ -34,6 +34,30 @@ use parking_lot::Mutex;
 use crate::lock::ForkLock;
 use crate::shared::Shared;
 
+/// What the pool layer gives the handlers (implemented for [`Above`] in
+/// `pool.rs`): the open-pool table, whose lock comes first. A trait this
+/// module defines, so that it need not import the layers above it.
+pub(crate) trait PoolsAbove {
+    /// Takes the open-pool table's lock and keeps it (the guard is
+    /// forgotten), calling `then` once with the open pools, by id, while
+    /// it holds it.
+    fn hold_table(then: &mut dyn FnMut(&mut dyn Iterator<Item = Arc<Shared>>));
+    /// The table's lock (to release or reset after `hold_table`).
+    fn table_lock() -> &'static dyn ForkLock;
+    /// The open pools now (for the test hook; allocates).
+    fn open_now() -> Vec<Arc<Shared>>;
+}
+
+/// What the C layer gives the handlers (implemented for [`Above`] in
+/// `ffi/pool.rs`): the handle table's lock, which comes second.
+pub(crate) trait HandlesAbove {
+    /// The C handle table's lock.
+    fn handles_lock() -> &'static dyn ForkLock;
+}
+
+/// The one implementor of [`PoolsAbove`] and [`HandlesAbove`].
+pub(crate) struct Above;
+
 /// The pools whose locks are held between prepare and parent/child.
 static HELD: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
 
@@ -80,28 +104,28 @@ fn guarded(f: impl FnOnce()) {
 }
 
 fn global_locks() -> [&'static dyn ForkLock; 2] {
-    [crate::pool::pools_lock(), crate::ffi::handles_lock()]
+    [<Above as PoolsAbove>::table_lock(), <Above as HandlesAbove>::handles_lock()]
 }
 
 extern "C" fn prepare() {
     guarded(|| {
-        let guard = crate::pool::pools_lock().lock();
-        crate::ffi::handles_lock().hold();
-        // Room for every open pool was reserved when it was created, so
-        // this never allocates inside fork(); the table is sorted by id.
-        let mut held = HELD.lock();
-        for shared in guard.open() {
-            debug_assert!(held.len() < held.capacity(), "room reserved by reserve_fork_room");
-            shared.locks().for_each(|l| l.hold());
-            held.push(shared);
-        }
-        drop(held);
+        // The open-pool table (held), then the C handle table, then each
+        // open pool's locks, by id. Room for every open pool was reserved
+        // when it was created, so this never allocates inside fork().
+        <Above as PoolsAbove>::hold_table(&mut |open| {
+            <Above as HandlesAbove>::handles_lock().hold();
+            let mut held = HELD.lock();
+            for shared in open {
+                debug_assert!(held.len() < held.capacity(), "room reserved by reserve_fork_room");
+                shared.locks().for_each(|l| l.hold());
+                held.push(shared);
+            }
+        });
         // Every live region's locks, whether its pool is open or gone; the
         // list's lock keeps them alive until parent/child.
         let regions = crate::region::regions_lock().lock();
         regions.locks().for_each(|l| l.hold());
-        mem::forget(regions);
-        mem::forget(guard); // held until parent/child
+        mem::forget(regions); // held until parent/child
     });
 }
 
@@ -150,7 +174,7 @@ extern "C" fn child() {
 /// fork while another thread is known to hold a given lock.
 #[doc(hidden)]
 pub fn __with_fork_lock_held_for_test(which: usize, f: impl FnOnce()) -> bool {
-    let open: Vec<Arc<Shared>> = crate::pool::pools_lock().lock().open().collect();
+    let open: Vec<Arc<Shared>> = <Above as PoolsAbove>::open_now();
     let mut locks: Vec<&dyn ForkLock> = global_locks().to_vec();
     for shared in &open {
         locks.extend(shared.locks());

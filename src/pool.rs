@@ -9,6 +9,8 @@ use parking_lot::Mutex;
 use crate::buffer::{Buffer, GiveBack, Home, OneOff, OutOfMemory, RawBuf, Retiring};
 use crate::config::{Builder, Config};
 use crate::error::Error;
+use crate::fork::{Above, PoolsAbove};
+use crate::lock::ForkLock;
 use crate::region::chunk::SlotHint;
 use crate::shared::Shared;
 use crate::size_class::{Lookup, SizeClasses};
@@ -56,9 +58,21 @@ fn lookup(id: u64) -> Option<Arc<Shared>> {
     POOLS.lock().get(id)
 }
 
-/// The open-pool table's lock (for the fork handlers).
-pub(crate) fn pools_lock() -> &'static Mutex<PoolTable> {
-    &POOLS
+/// The open-pool table, for the fork handlers (the hook `fork.rs` defines).
+impl PoolsAbove for Above {
+    fn hold_table(then: &mut dyn FnMut(&mut dyn Iterator<Item = Arc<Shared>>)) {
+        let table = POOLS.lock();
+        then(&mut table.open());
+        std::mem::forget(table); // held until the handlers let go of it
+    }
+
+    fn table_lock() -> &'static dyn ForkLock {
+        &POOLS
+    }
+
+    fn open_now() -> Vec<Arc<Shared>> {
+        POOLS.lock().open().collect()
+    }
 }
 
 /// A thread-safe pool of byte buffers. Cheap to clone: clones share one pool.

@@ -231,6 +231,17 @@ pub(crate) struct Popped {
     pub(crate) zero: bool,
 }
 
+impl tls::Holds for tls::Caches {
+    type Cache = ThreadCache;
+}
+
+impl tls::Cached for ThreadCache {
+    #[inline(always)]
+    fn pool_id(&self) -> u64 {
+        self.id
+    }
+}
+
 impl ThreadCache {
     /// A cache for `shared`, every allocation it will ever need made now
     /// and fallibly (None: out of memory; the caller goes uncached).

@@ -33,7 +33,24 @@ use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::OnceLock;
 
-use crate::thread_cache::ThreadCache;
+/// What the table holds: the layer above (`thread_cache.rs`) says which
+/// type, by implementing [`Holds`] for [`Caches`], so that this module
+/// does not import it (static dispatch: nothing changes in the code made).
+pub(crate) trait Holds {
+    /// The per-(thread, pool) cache.
+    type Cache: Cached;
+}
+
+/// What the table needs of a cache.
+pub(crate) trait Cached {
+    /// The id of its pool.
+    fn pool_id(&self) -> u64;
+}
+
+/// The one implementor of [`Holds`] (in `thread_cache.rs`).
+pub(crate) struct Caches;
+
+type ThreadCache = <Caches as Holds>::Cache;
 
 /// Entries in a thread's table. A pool's cache lives at `id % TABLE`; ids
 /// are handed out in sequence, so a thread using up to this many pools
@@ -129,7 +146,7 @@ impl Table {
         // out is null here, and `f` never reaches the table, so no other
         // reference can be made while this one lives.
         let tc = unsafe { &mut *p };
-        if tc.id() != id {
+        if tc.pool_id() != id {
             return Err(state);
         }
         #[cfg(debug_assertions)]
@@ -164,7 +181,7 @@ impl Table {
     #[inline]
     pub(crate) fn take_for(&self, i: usize, id: u64) -> Option<Box<ThreadCache>> {
         let home = self.take(i);
-        if home.as_ref().is_none_or(|tc| tc.id() != id) {
+        if home.as_ref().is_none_or(|tc| tc.pool_id() != id) {
             if let Some(mine) = self.take_displaced(id) {
                 if let Some(other) = home {
                     // No room to keep it displaced: flushed to its pool.
@@ -184,7 +201,7 @@ impl Table {
         // thread alone (a thread-local).
         let overflow = unsafe { &mut *self.overflow.get() };
         // SAFETY: displaced entries are live boxes owned by the table.
-        let at = overflow.iter().position(|&p| unsafe { (*p).id() } == id)?;
+        let at = overflow.iter().position(|&p| unsafe { (*p).pool_id() } == id)?;
         // SAFETY: as above; taking it out moves ownership.
         Some(unsafe { Box::from_raw(overflow.swap_remove(at)) })
     }

@@ -31,7 +31,6 @@ pub use config::{
     zp_config_set_zeroing,
 };
 pub use local::{zp_local, zp_local_free, zp_local_get, zp_local_new, zp_local_put};
-pub(crate) use pool::handles_lock;
 #[doc(hidden)]
 pub use pool::__fail_next_handle_insert_for_test;
 pub use pool::{zp_pool, zp_pool_free, zp_pool_new, zp_pool_new_with_config, zp_pool_stats, zp_pool_trim};

@@ -98,9 +98,12 @@ pub(super) fn count_rejected(named: *const zp_pool) {
     crate::thread_cache::sync();
 }
 
-/// The handle table's lock, for the fork handlers.
-pub(crate) fn handles_lock() -> &'static Mutex<Handles> {
-    &HANDLES
+/// The handle table's lock, for the fork handlers (the hook `fork.rs`
+/// defines).
+impl crate::fork::HandlesAbove for crate::fork::Above {
+    fn handles_lock() -> &'static dyn crate::lock::ForkLock {
+        &HANDLES
+    }
 }
 
 fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
