@@ -154,14 +154,23 @@ fn let_go_all(let_go: unsafe fn(&dyn ForkLock)) {
 }
 
 extern "C" fn parent() {
-    // SAFETY (of the function passed): called on locks this thread holds.
-    guarded(|| let_go_all(|l| unsafe { l.release() }));
+    guarded(|| {
+        let_go_all(|l| {
+            // SAFETY: `let_go_all` calls this only on locks that `prepare`
+            // took on this thread.
+            unsafe { l.release() }
+        })
+    });
 }
 
 extern "C" fn child() {
-    // SAFETY (of the function passed): we are the child's only thread, and
-    // it took these locks before the fork.
-    guarded(|| let_go_all(|l| unsafe { l.reset() }));
+    guarded(|| {
+        let_go_all(|l| {
+            // SAFETY: we are the child's only thread, and `prepare` took
+            // these locks on it before the fork.
+            unsafe { l.reset() }
+        })
+    });
 }
 
 /// TEST-ONLY hook, not part of the API (hidden, may change without notice):

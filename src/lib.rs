@@ -32,6 +32,8 @@
 //! signal handler (one that interrupts a slow path would wait for a lock
 //! the interrupted code holds).
 #![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 #![warn(missing_docs)]
 
 #[cfg(not(target_pointer_width = "64"))]

@@ -16,15 +16,19 @@ use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
 use crate::config::{Config, EvictionPolicy, Zeroing};
 use crate::eviction::Evict;
 use crate::lock::ForkLock;
+use crate::pack::Field;
 use crate::padded::CachePadded;
 use crate::region::{Region, RegionHandle};
 use crate::shard::Shard;
 use crate::stats::{CounterRegistry, SharedCounters, Stats};
 
+// `state`'s fields: CLOSED, then the trim generation.
+const CLOSED_FLAG: Field = Field::new(0, 1);
+const TRIM_GENERATION: Field = CLOSED_FLAG.above(63);
 /// `state` bit set once the last pool handle is gone.
-pub(crate) const CLOSED: u64 = 1;
+pub(crate) const CLOSED: u64 = CLOSED_FLAG.one();
 /// What `trim` adds to `state`, so caches notice it.
-const TRIM_STEP: u64 = 2;
+const TRIM_STEP: u64 = TRIM_GENERATION.one();
 /// Idle decay releases at most this many buffers per call (shards and a
 /// thread's own cache each), so that no call pays for a whole pool.
 pub(crate) const DECAY_BATCH: usize = 8;
@@ -452,6 +456,9 @@ impl Shared {
                 .is_ok()
         {
             crate::epoch::pool_changed();
+            // Slots released since (evicted ones wait for a batch of their
+            // class, up to 1 MiB) leave the resident set once a period too.
+            self.region.give_back_pending();
         }
         if now < self.decay_due.load(Ordering::Relaxed) || self.decaying.swap(true, Ordering::Acquire) {
             return;

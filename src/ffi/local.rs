@@ -350,7 +350,7 @@ mod tests {
         let local = zp_local_new(pool);
         assert!(!local.is_null());
         struct Handle(*mut zp_local);
-        // SAFETY (test): a zp_local may be used from any thread (the point).
+        // SAFETY: a zp_local may be used from any thread (the point of the test).
         unsafe impl Send for Handle {}
         let h = Handle(local);
         let other = std::thread::spawn(move || {

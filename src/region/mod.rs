@@ -50,18 +50,31 @@ use parking_lot::Mutex;
 
 use crate::lock::ForkLock;
 use crate::os;
+use crate::pack::Field;
 use chunk::{ChunkInit, ChunkMeta};
 use radix::GRANULE;
 
+// `life`'s fields: three flags, then the count of slots in use.
 /// The pool closed: no slot is handed out any more.
-const CLOSED: usize = 1;
+const CLOSED_FLAG: Field = Field::new(0, 1);
 /// The handle is gone (implies CLOSED): the last user frees the `Region`.
-const DROPPED: usize = 2;
+const DROPPED_FLAG: Field = CLOSED_FLAG.above(1);
 /// Someone is giving the memory back (count 0, CLOSED): they free the
 /// `Region` afterwards if DROPPED came meanwhile.
-const RELEASING: usize = 4;
+const RELEASING_FLAG: Field = DROPPED_FLAG.above(1);
+/// Slots in use (idle in the pool or handed out).
+const IN_USE: Field = RELEASING_FLAG.above(61);
+const CLOSED: usize = CLOSED_FLAG.one() as usize;
+const DROPPED: usize = DROPPED_FLAG.one() as usize;
+const RELEASING: usize = RELEASING_FLAG.one() as usize;
 /// One slot in use.
-const ONE: usize = 8;
+const ONE: usize = IN_USE.one() as usize;
+
+/// The slots in use of a `life` word.
+#[inline]
+fn in_use(life: usize) -> usize {
+    IN_USE.get(life as u64) as usize
+}
 /// Slots are committed at least this many bytes at a time.
 const COMMIT_BATCH: usize = 256 << 10;
 /// Released slots of a class wait for at most this many bytes of company
@@ -634,9 +647,9 @@ impl Region {
     /// The pool closed: no slot is handed out from now on, and the memory
     /// goes back once none is in use (now, if none is).
     pub(crate) fn close(&self) {
-        let step = |l: usize| Some(if l / ONE == 0 { l | CLOSED | RELEASING } else { l | CLOSED });
+        let step = |l: usize| Some(if in_use(l) == 0 { l | CLOSED | RELEASING } else { l | CLOSED });
         let Ok(prev) = self.life.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) else { unreachable!() };
-        if prev & CLOSED == 0 && prev / ONE == 0 {
+        if prev & CLOSED == 0 && in_use(prev) == 0 {
             // SAFETY: we claimed the release; the region is alive (the
             // caller's reference, through its handle).
             unsafe { Region::release_claimed(self.this()) };
@@ -663,7 +676,7 @@ impl Region {
         // SAFETY: live until the transition below.
         let prev = unsafe { this.as_ref() }.life.fetch_or(CLOSED | DROPPED, Ordering::AcqRel);
         debug_assert!(prev & DROPPED == 0, "dropped twice");
-        if prev / ONE == 0 && prev & RELEASING == 0 {
+        if in_use(prev) == 0 && prev & RELEASING == 0 {
             // SAFETY: nothing in use and nobody releasing: the last user.
             unsafe { Region::destroy(this) };
         }
@@ -738,7 +751,7 @@ impl Region {
     /// Slots in use (idle in the pool or handed out).
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> usize {
-        self.life.load(Ordering::Acquire) / ONE
+        in_use(self.life.load(Ordering::Acquire))
     }
 
     /// Bytes reserved for slots (address space, not memory).
@@ -833,6 +846,17 @@ unsafe fn destroy_chunk(ch: &Chunk) {
 mod tests {
     use super::chunk::{SlotRef, SlotWord};
     use super::*;
+
+    #[test]
+    fn life_words_round_trip() {
+        assert_eq!((CLOSED, DROPPED, RELEASING, ONE), (1, 2, 4, 8));
+        for n in [0usize, 1, 2, 1 << 40] {
+            let l = n * ONE | CLOSED | RELEASING;
+            assert_eq!(in_use(l), n);
+            assert_eq!((l & CLOSED, l & DROPPED), (CLOSED, 0));
+            assert_eq!(in_use(l + ONE), n + 1);
+        }
+    }
 
     const KIB: usize = 1024;
 
