@@ -28,6 +28,26 @@
 //!
 //! The same pool is available to C through `include/zeropool.h`.
 //!
+//! # Layers
+//!
+//! The modules form layers; each imports only from its own layer or those
+//! below (`tests/architecture.rs` reads `src/` and fails on an import that
+//! climbs or closes a circle). Where a lower layer must call up (a guard
+//! returning itself, the fork handlers, the per-thread table), it defines a
+//! trait that the layer above implements (`buffer::GiveBack`,
+//! `fork::PoolsAbove`/`HandlesAbove`, `tls::Holds`): static dispatch, no
+//! import.
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | C ABI | `ffi/` | handles, status codes, canary checks, claim states, `zp_local` |
+//! | pool | `pool`, `fork` | `BufferPool`, the guard's return, `Builder::build`, fork handlers |
+//! | thread caches | `thread_cache`, `tls` | the per-(thread, pool) caches, the thread's table |
+//! | shared state | `shared`, `budget`, `stats`, `epoch` | slow paths, budget, counters, idle decay, the trim/close epoch |
+//! | idle lists | `shard`, `eviction/` | a shard's idle buffers in a policy's order |
+//! | memory | `buffer`, `region/`, `config`, `size_class` | raw buffers and the guard type, slots and their metadata, settings, size classes |
+//! | system | `os`, `lock`, `pack`, `padded`, `error` | OS calls, the fork-lock trait, packed-word fields, cache padding, errors |
+//!
 //! Nothing here is async-signal-safe: do not get or return buffers from a
 //! signal handler (one that interrupts a slow path would wait for a lock
 //! the interrupted code holds).
