@@ -37,10 +37,20 @@ fn native_static_libs() -> String {
         Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
         Err(_) => String::new(),
     };
-    text.lines()
-        .find_map(|l| l.split("native-static-libs:").nth(1))
-        .map(|libs| libs.trim().to_string())
-        .unwrap_or_else(|| "-lpthread -ldl -lm -lc".to_string())
+    match text.lines().find_map(|l| l.split("native-static-libs:").nth(1)) {
+        Some(libs) => libs.trim().to_string(),
+        None => {
+            // Not silent: a static link with this list may miss a library
+            // rustc would have named.
+            let fallback = "-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc";
+            println!(
+                "cargo::warning=rustc did not print its native-static-libs (stderr: {}); linking the static \
+                 library with the usual glibc list instead: {fallback}",
+                text.trim().lines().next().unwrap_or("empty")
+            );
+            fallback.to_string()
+        }
+    }
 }
 
 /// rustc's list, made to work for fully static programs too: there is no
