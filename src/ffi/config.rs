@@ -4,9 +4,8 @@ use std::ptr;
 
 use super::boundary::{boundary, handle_mut, try_box};
 use super::status::zp_status::{self, *};
-use super::status::{PolicyArg, ZeroingArg};
+use super::status::{policy_from_c, zeroing_from_c, PolicyArg, ZeroingArg};
 use crate::config::Builder;
-use crate::{EvictionPolicy, Zeroing};
 
 /// An opaque pool configuration (a builder). Not thread safe: use one from
 /// one thread at a time. Settings are validated as they are set.
@@ -168,11 +167,8 @@ pub extern "C" fn zp_config_set_pinned_memory(cfg: *mut zp_config, pinned: bool)
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_eviction_policy(cfg: *mut zp_config, policy: PolicyArg) -> zp_status {
-    let policy = match policy {
-        0 => EvictionPolicy::ClockPro,
-        1 => EvictionPolicy::Lifo,
-        _ if cfg.is_null() => return ZP_ERR_NULL_POINTER,
-        _ => return ZP_ERR_INVALID_ARGUMENT,
+    let Some(policy) = policy_from_c(policy) else {
+        return if cfg.is_null() { ZP_ERR_NULL_POINTER } else { ZP_ERR_INVALID_ARGUMENT };
     };
     update(cfg, |b| b.eviction_policy(policy))
 }
@@ -190,12 +186,8 @@ pub extern "C" fn zp_config_set_eviction_policy(cfg: *mut zp_config, policy: Pol
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg) -> zp_status {
-    let zeroing = match zeroing {
-        0 => Zeroing::Always,
-        1 => Zeroing::OnPut,
-        2 => Zeroing::Never,
-        _ if cfg.is_null() => return ZP_ERR_NULL_POINTER,
-        _ => return ZP_ERR_INVALID_ARGUMENT,
+    let Some(zeroing) = zeroing_from_c(zeroing) else {
+        return if cfg.is_null() { ZP_ERR_NULL_POINTER } else { ZP_ERR_INVALID_ARGUMENT };
     };
     update(cfg, |b| b.zeroing(zeroing))
 }

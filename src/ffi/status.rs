@@ -74,6 +74,38 @@ pub type PolicyArg = u32;
 /// See [`StatusArg`].
 pub type ZeroingArg = u32;
 
+/// A C enum taken as an integer, validated against one table that names
+/// each C value and the Rust value it stands for (rustls-ffi's pattern):
+/// `None` for a value the table lacks.
+macro_rules! from_c {
+    ($(#[$doc:meta])* $name:ident: $arg:ty => $rust:ty { $($c:path => $r:expr),+ $(,)? }) => {
+        $(#[$doc])*
+        pub(crate) fn $name(value: $arg) -> Option<$rust> {
+            $(if value == $c as $arg {
+                return Some($r);
+            })+
+            None
+        }
+    };
+}
+
+from_c! {
+    /// `zp_zeroing` as the Rust [`Zeroing`](crate::Zeroing).
+    zeroing_from_c: ZeroingArg => crate::Zeroing {
+        zp_zeroing::ZP_ZERO_ALWAYS => crate::Zeroing::Always,
+        zp_zeroing::ZP_ZERO_ON_PUT => crate::Zeroing::OnPut,
+        zp_zeroing::ZP_ZERO_NEVER => crate::Zeroing::Never,
+    }
+}
+
+from_c! {
+    /// `zp_eviction_policy` as the Rust [`EvictionPolicy`](crate::EvictionPolicy).
+    policy_from_c: PolicyArg => crate::EvictionPolicy {
+        zp_eviction_policy::ZP_EVICTION_CLOCK_PRO => crate::EvictionPolicy::ClockPro,
+        zp_eviction_policy::ZP_EVICTION_LIFO => crate::EvictionPolicy::Lifo,
+    }
+}
+
 /// Describes a status code.
 ///
 /// @param status  a `zp_status` value (unknown values are accepted).
@@ -110,4 +142,22 @@ pub extern "C" fn zp_status_str(status: StatusArg) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn zp_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_enums_convert_from_their_table_only() {
+        assert_eq!(zeroing_from_c(0), Some(crate::Zeroing::Always));
+        assert_eq!(zeroing_from_c(zp_zeroing::ZP_ZERO_ON_PUT as u32), Some(crate::Zeroing::OnPut));
+        assert_eq!(zeroing_from_c(2), Some(crate::Zeroing::Never));
+        assert_eq!(policy_from_c(0), Some(crate::EvictionPolicy::ClockPro));
+        assert_eq!(policy_from_c(1), Some(crate::EvictionPolicy::Lifo));
+        for bad in [3, 4, 255, u32::MAX] {
+            assert_eq!(zeroing_from_c(bad), None);
+            assert_eq!(policy_from_c(bad.max(2)), None);
+        }
+    }
 }

@@ -851,7 +851,7 @@ mod tests {
     fn life_words_round_trip() {
         assert_eq!((CLOSED, DROPPED, RELEASING, ONE), (1, 2, 4, 8));
         for n in [0usize, 1, 2, 1 << 40] {
-            let l = n * ONE | CLOSED | RELEASING;
+            let l = (n * ONE) | CLOSED | RELEASING;
             assert_eq!(in_use(l), n);
             assert_eq!((l & CLOSED, l & DROPPED), (CLOSED, 0));
             assert_eq!(in_use(l + ONE), n + 1);
