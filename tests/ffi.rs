@@ -89,6 +89,12 @@ fn build_with(source: &str, link: Link, defines: &[&str]) -> PathBuf {
     for d in defines {
         cmd.arg(format!("-D{d}"));
     }
+    if let Some((_, _, rt)) = &san {
+        // The runtime that matches the instrumented Rust code, whole (the
+        // library and the program both call into it), before the libraries
+        // (the static link's `-lc` among them) it needs.
+        cmd.arg("-Wl,--whole-archive").arg(rt).arg("-Wl,--no-whole-archive");
+    }
     match link {
         Link::Static => {
             cmd.arg(deps_dir().join("libzeropool.a"));
@@ -100,10 +106,8 @@ fn build_with(source: &str, link: Link, defines: &[&str]) -> PathBuf {
                 .arg(format!("-Wl,-rpath,{}", scratch().display()));
         }
     }
-    if let Some((_, _, rt)) = &san {
-        // The runtime that matches the instrumented Rust code, whole (the
-        // library and the program both call into it).
-        cmd.arg("-Wl,--whole-archive").arg(rt).arg("-Wl,--no-whole-archive").args(["-ldl", "-lm", "-lrt"]);
+    if san.is_some() {
+        cmd.args(["-ldl", "-lm", "-lrt"]);
     }
     let out = cmd.output().expect("the C compiler should run");
     assert!(out.status.success(), "compiling {source} ({link:?}) failed:\n{}", String::from_utf8_lossy(&out.stderr));
