@@ -313,14 +313,23 @@ fn dropping_the_pool_with_buffers_out_is_safe() {
     let p = pool(Zeroing::Always);
     let clone = p.clone();
     let mut out = p.get(PAGE);
+    // Written before the pool goes and checked after: a close that
+    // scrubbed, reused or unmapped a buffer still out would show (a fill
+    // checked right after itself would not).
+    out.fill(0x3C);
     drop(p);
-    // A clone keeps the pool open.
-    drop(clone.get(10));
+    // A clone keeps the pool open; it never hands out the held buffer.
+    let other = clone.get(10);
+    assert_ne!(other.as_ptr(), out.as_ptr());
+    assert!(other.iter().all(|&b| b == 0));
+    drop(other);
     assert_eq!(clone.len(), 1);
     drop(clone);
-    // The buffer outlives its pool, stays usable, and is released on drop.
+    // The buffer outlives its pool, keeps its bytes, stays writable, and is
+    // released on drop.
+    assert!(out.iter().all(|&b| b == 0x3C), "a held buffer changed when its pool was dropped");
     out.fill(9);
-    assert_eq!(out[PAGE - 1], 9);
+    assert!(out.iter().all(|&b| b == 9));
     drop(out);
 }
 
@@ -330,4 +339,22 @@ fn default_pool_uses_one_mib_classes() {
     let buf = p.get(1024);
     assert_eq!(buf.capacity(), 1 << 20);
     assert!(p.max_pooled_bytes() >= 16 << 20);
+}
+
+/// The unit tests of the zeroing pass and the zero check (src/os.rs,
+/// src/buffer.rs) take their AVX2 loops only where the CPU has AVX2, and
+/// pass just as well without them, having tested the portable path only.
+/// On CI the machine must have it, so that a green run means the AVX2
+/// loops ran; elsewhere this reports which paths the unit tests took.
+#[test]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+fn ci_runs_the_avx2_paths() {
+    let avx2 = std::is_x86_feature_detected!("avx2");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        assert!(avx2, "this CI machine lacks AVX2: the AVX2 zeroing and zero-check loops went untested");
+    } else if !avx2 {
+        use std::io::Write;
+        let _ =
+            writeln!(std::io::stderr(), "ci_runs_the_avx2_paths: no AVX2 here; only the portable paths were tested");
+    }
 }

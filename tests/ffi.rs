@@ -2,6 +2,12 @@
 //! (-Wall -Wextra -Werror) and runs each against the static library and
 //! against the shared library (through its SONAME), plus checks on what the
 //! shared library exports.
+//!
+//! Under a sanitizer (.ci/harden's tsan step runs this file with the
+//! library instrumented), the C programs must be instrumented too and
+//! linked with the Rust sanitizer runtime: the step sets `ZP_SAN_CC` (a
+//! clang; `clang++` is derived from it for C++), `ZP_SAN_FLAGS` (e.g.
+//! `-fsanitize=thread`) and `ZP_SAN_RT` (the runtime archive).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +44,16 @@ fn build(source: &str, link: Link) -> PathBuf {
     build_with(source, link, &[])
 }
 
+/// The sanitizer build of the C programs, when the environment asks for
+/// one: (compiler, flags, runtime archive).
+fn sanitizer() -> Option<(String, String, String)> {
+    let cc = std::env::var("ZP_SAN_CC").ok().filter(|c| !c.is_empty())?;
+    let flags = std::env::var("ZP_SAN_FLAGS").expect("ZP_SAN_FLAGS goes with ZP_SAN_CC");
+    let rt = std::env::var("ZP_SAN_RT").expect("ZP_SAN_RT goes with ZP_SAN_CC");
+    assert!(Path::new(&rt).exists(), "ZP_SAN_RT: no sanitizer runtime at {rt}");
+    Some((cc, flags, rt))
+}
+
 /// As [`build`], with preprocessor definitions (`-D<each>`).
 fn build_with(source: &str, link: Link, defines: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -54,7 +70,15 @@ fn build_with(source: &str, link: Link, defines: &[&str]) -> PathBuf {
         .warnings_into_errors(true)
         .get_compiler();
     let exe = scratch().join(format!("{source}-{link:?}{}", defines.join("-")).replace('.', "_"));
-    let mut cmd = compiler.to_command();
+    let san = sanitizer();
+    let mut cmd = match &san {
+        Some((cc, flags, _)) => {
+            let mut cmd = Command::new(if cpp { cc.replacen("clang", "clang++", 1) } else { cc.clone() });
+            cmd.args(["-g", "-O1", "-Wall", "-Wextra", "-Werror"]).args(flags.split_whitespace());
+            cmd
+        }
+        None => compiler.to_command(),
+    };
     cmd.arg(if cpp { "-std=c++17" } else { "-std=c11" })
         .arg("-I")
         .arg(root.join("include"))
@@ -64,6 +88,12 @@ fn build_with(source: &str, link: Link, defines: &[&str]) -> PathBuf {
         .arg("-pthread");
     for d in defines {
         cmd.arg(format!("-D{d}"));
+    }
+    if let Some((_, _, rt)) = &san {
+        // The runtime that matches the instrumented Rust code, whole (the
+        // library and the program both call into it), before the libraries
+        // (the static link's `-lc` among them) it needs.
+        cmd.arg("-Wl,--whole-archive").arg(rt).arg("-Wl,--no-whole-archive");
     }
     match link {
         Link::Static => {
@@ -76,12 +106,11 @@ fn build_with(source: &str, link: Link, defines: &[&str]) -> PathBuf {
                 .arg(format!("-Wl,-rpath,{}", scratch().display()));
         }
     }
+    if san.is_some() {
+        cmd.args(["-ldl", "-lm", "-lrt"]);
+    }
     let out = cmd.output().expect("the C compiler should run");
-    assert!(
-        out.status.success(),
-        "compiling {source} ({link:?}) failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "compiling {source} ({link:?}) failed:\n{}", String::from_utf8_lossy(&out.stderr));
     exe
 }
 
@@ -90,12 +119,17 @@ fn run(source: &str, link: Link) {
 }
 
 fn run_with(source: &str, link: Link, defines: &[&str]) {
+    run_env(source, link, defines, &[]);
+}
+
+/// As [`run_with`], the program run with `env` added to its environment.
+fn run_env(source: &str, link: Link, defines: &[&str], env: &[(&str, &str)]) {
     let exe = build_with(source, link, defines);
     // A just-linked executable can be briefly busy (ETXTBSY) while another
     // test thread forks: retry the spawn a few times.
     let mut tries = 0;
     let out = loop {
-        match Command::new(&exe).output() {
+        match Command::new(&exe).envs(env.iter().copied()).output() {
             Ok(out) => break out,
             Err(e) if tries < 20 && e.raw_os_error() == Some(libc::ETXTBSY) => {
                 tries += 1;
@@ -138,6 +172,15 @@ fn local_static() {
 #[test]
 fn local_shared() {
     run("local.c", Link::Shared);
+}
+
+/// The soak (ffi-tests/soak.c), 2 s here (.ci/harden's soak step runs it
+/// for minutes): 8 threads, 4 pools, random sizes, hand-offs between
+/// threads, trims, stats and zp_local calls; patterns, zero gets, nothing
+/// outstanding, memory back after free. It prints its figures.
+#[test]
+fn soak_static() {
+    run_env("soak.c", Link::Static, &[], &[("ZP_SOAK_SECONDS", "2")]);
 }
 
 #[test]
@@ -217,6 +260,12 @@ fn shared_library_has_the_soname() {
 
 #[test]
 fn c_programs_are_clean_under_valgrind_memcheck() {
+    if sanitizer().is_some() {
+        // Valgrind cannot run sanitizer-instrumented programs.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped c_programs_are_clean_under_valgrind_memcheck: a sanitizer build");
+        return;
+    }
     let found = Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
     if !found {
         // Fails under CI (and .ci/test, which installs valgrind); elsewhere
@@ -326,7 +375,10 @@ fn headers_are_clean_in_every_standard() {
             failures.push(format!("zeropool.h, -std={std}:\n{err}"));
         }
     }
-    let hpp = format!("#include <zeropool.hpp>\n{}", include_str!("../ffi-tests/hpp.cpp").replace("#include \"zeropool.hpp\"", ""));
+    let hpp = format!(
+        "#include <zeropool.hpp>\n{}",
+        include_str!("../ffi-tests/hpp.cpp").replace("#include \"zeropool.hpp\"", "")
+    );
     for std in ["c++17", "c++20"] {
         let (ok, err) = compiles(&hpp, true, &[&format!("-std={std}")]);
         if !ok {

@@ -3,9 +3,12 @@
 //! `zp_put` may succeed, and no buffer may ever be handed to two holders.
 
 use std::ffi::c_void;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 
 use zeropool::*;
+
+mod common;
+use common::Gate;
 
 struct Pool(*mut zp_pool);
 // SAFETY: zp_pool is thread safe (the header's contract).
@@ -42,13 +45,16 @@ fn racing_double_puts_have_exactly_one_winner() {
     const LEN: usize = 3000;
     let rounds = if cfg!(miri) { 20 } else { 5000 };
     let p = pool();
-    let barrier = Arc::new(Barrier::new(2));
+    let barrier = Gate::new(2);
     let shared = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads: Vec<_> = (0..2u8)
         .map(|me| {
             let (p, barrier, shared, arrived) = (p.clone(), barrier.clone(), shared.clone(), arrived.clone());
             std::thread::spawn(move || {
+                // A failed assert here poisons the gate: the peer panics too
+                // instead of waiting for this thread forever.
+                let _guard = barrier.guard();
                 let mut wins = 0;
                 for round in 0..rounds {
                     if me == 0 {
@@ -63,6 +69,7 @@ fn racing_double_puts_have_exactly_one_winner() {
                     // wake-ups are microseconds apart).
                     arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     while arrived.load(std::sync::atomic::Ordering::SeqCst) < 2 * (round + 1) {
+                        barrier.check();
                         std::hint::spin_loop();
                     }
                     match zp_put(p.0, buf) {
@@ -100,12 +107,13 @@ fn racing_misuse_never_hands_a_buffer_to_two_holders() {
     const LEN: usize = 5000;
     let rounds = if cfg!(miri) { 10 } else { 3000 };
     let p = pool();
-    let barrier = Arc::new(Barrier::new(4));
+    let barrier = Gate::new(4);
     let victims: Arc<[std::sync::atomic::AtomicUsize; 2]> = Arc::new(Default::default());
     let threads: Vec<_> = (0..4u8)
         .map(|me| {
             let (p, barrier, victims) = (p.clone(), barrier.clone(), victims.clone());
             std::thread::spawn(move || {
+                let _guard = barrier.guard();
                 let mut held: Vec<*mut c_void> = Vec::new();
                 for round in 0..rounds {
                     if me < 2 {
@@ -152,4 +160,35 @@ fn racing_misuse_never_hands_a_buffer_to_two_holders() {
     assert_eq!(zp_pool_stats(p.0, &mut s), zp_status::ZP_OK);
     assert_eq!(s.outstanding, 0, "{s:?}");
     zp_pool_free(p.0);
+}
+
+/// The gate the tests above line their threads up with: a thread that
+/// fails before it arrives releases its peers (each panics) instead of
+/// leaving them waiting forever, as `std::sync::Barrier` would.
+#[test]
+fn a_thread_that_fails_releases_its_peers() {
+    let gate = Gate::new(3);
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let _guard = gate.guard();
+                gate.wait();
+            })
+        })
+        .collect();
+    let failing = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            let _guard = gate.guard();
+            panic!("an assert failed before the gate (on purpose)");
+        })
+    };
+    assert!(failing.join().is_err());
+    let start = std::time::Instant::now();
+    for w in waiters {
+        assert!(w.join().is_err(), "a peer must panic, not pass, when the gate is poisoned");
+    }
+    assert!(start.elapsed() < Gate::LIMIT, "the peers were released by the poison, not the time limit");
+    assert!(gate.is_poisoned());
 }

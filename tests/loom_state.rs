@@ -1,0 +1,342 @@
+//! Loom models of the buffer state word (src/region/chunk.rs, `SlotWord`
+//! and `SlotRef::{hand_out, out_word, claim_from}`) and of a region's life
+//! word (src/region/mod.rs, `Region::{put_life, close}`): get, put, double
+//! put, racing puts, put racing close.
+//!
+//! The real types live in a crate that does not build against loom's
+//! atomics (they are `std`'s, behind raw metadata mappings), so these are
+//! models: the same words, bits, transitions and memory orderings, written
+//! against loom's atomics and cells. Loom runs every interleaving (and
+//! every weak-memory outcome it models) of each test; a buffer's bytes and
+//! a region's memory are `loom::cell::UnsafeCell`s, so a touch that is not
+//! ordered after the previous owner's is reported as a race.
+//!
+//! Each protocol step is a switch ([`Protocol`]); every model runs with the
+//! protocol whole (it must pass) and with one step removed (it must fail:
+//! `#[should_panic]`), so each model is shown to catch what it is for.
+//!
+//!   RUSTFLAGS="--cfg loom" cargo test --release --test loom_state
+//!
+//! (.ci/harden's `loom` step, in target/loom.)
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+
+/// The steps a model may drop on purpose.
+#[derive(Clone, Copy)]
+struct Protocol {
+    /// put: OUT -> IDLE by one compare-and-swap (else a load, then a store).
+    cas: bool,
+    /// hand_out stores OUT with Release, put loads with Acquire and swaps
+    /// with AcqRel (else all Relaxed).
+    ordered: bool,
+    /// put: refuse unless the word is OUT (else a put of an IDLE buffer
+    /// goes on as if it were out).
+    check_out: bool,
+    /// put_life destroys a closed region it empties (else only close does).
+    put_destroys: bool,
+    /// close destroys only an empty region (else whenever it runs).
+    close_checks_use: bool,
+}
+
+const WHOLE: Protocol =
+    Protocol { cas: true, ordered: true, check_out: true, put_destroys: true, close_checks_use: true };
+
+// --- the slot word (chunk.rs) -------------------------------------------------
+
+const STATE_SHIFT: u32 = 62;
+const TAG_SHIFT: u32 = 48;
+const OUT: u64 = 1;
+const IDLE: u64 = 2;
+
+fn word(state: u64, len: u64, tag: u64) -> u64 {
+    state << STATE_SHIFT | tag << TAG_SHIFT | len
+}
+
+fn state_of(w: u64) -> u64 {
+    w >> STATE_SHIFT
+}
+
+/// `SlotWord::returned`: OUT -> IDLE by one add (01 -> 10).
+fn returned(w: u64) -> u64 {
+    w + ((IDLE - OUT) << STATE_SHIFT)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Put {
+    Ok,
+    DoublePut,
+}
+
+/// A slot and its buffer's bytes.
+struct Slot {
+    word: AtomicU64,
+    bytes: UnsafeCell<u64>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot { word: AtomicU64::new(0), bytes: UnsafeCell::new(0) }
+    }
+
+    /// A get: the pool holds the buffer exclusively (it took it from an
+    /// idle list), writes its bytes (the zeroing pass; `fill` here), then
+    /// records it as out (`SlotRef::hand_out`), the last step before the
+    /// pointer goes to the caller.
+    fn get(&self, p: Protocol, fill: u64) {
+        self.bytes.with_mut(|b| unsafe { *b = fill });
+        let order = if p.ordered { Ordering::Release } else { Ordering::Relaxed };
+        self.word.store(word(OUT, 4096, 7), order);
+    }
+
+    /// `out_word` then `claim_from`; the winner scrubs the bytes (the pool
+    /// owns the buffer again), the loser must not touch them.
+    fn put(&self, p: Protocol) -> Put {
+        let (load, swap, fail) = if p.ordered {
+            (Ordering::Acquire, Ordering::AcqRel, Ordering::Acquire)
+        } else {
+            (Ordering::Relaxed, Ordering::Relaxed, Ordering::Relaxed)
+        };
+        let w = self.word.load(load);
+        if p.check_out && state_of(w) != OUT {
+            return Put::DoublePut;
+        }
+        let idle = if state_of(w) == OUT { returned(w) } else { word(IDLE, 4096, 7) };
+        if p.cas {
+            if self.word.compare_exchange(w, idle, swap, fail).is_err() {
+                return Put::DoublePut;
+            }
+        } else {
+            self.word.store(idle, if p.ordered { Ordering::Release } else { Ordering::Relaxed });
+        }
+        self.bytes.with_mut(|b| unsafe { *b = 0 }); // the scrub
+        Put::Ok
+    }
+}
+
+/// get then put on another thread, the pointer passed through a flag (as a
+/// C caller would hand it over): the put sees OUT and wins, the scrub is
+/// ordered after the getter's writes, and a second put is refused.
+fn get_then_put(p: Protocol) {
+    loom::model(move || {
+        let slot = Arc::new(Slot::new());
+        let passed = Arc::new(AtomicBool::new(false));
+        let (s, f) = (slot.clone(), passed.clone());
+        let getter = thread::spawn(move || {
+            s.get(p, 0);
+            s.bytes.with_mut(|b| unsafe { *b = 0xAB }); // the caller's writes
+            f.store(true, Ordering::Release);
+        });
+        // The holder's hand-over: the caller's own synchronization.
+        while !passed.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        assert_eq!(slot.put(p), Put::Ok);
+        assert_eq!(slot.put(p), Put::DoublePut, "a second put must be refused");
+        getter.join().unwrap();
+    });
+}
+
+#[test]
+fn get_then_put_then_double_put() {
+    get_then_put(WHOLE);
+}
+
+/// Without the OUT check a sequential double put is taken.
+#[test]
+#[should_panic(expected = "a second put must be refused")]
+fn get_then_put_fails_without_the_out_check() {
+    get_then_put(Protocol { check_out: false, ..WHOLE });
+}
+
+/// Two threads return one buffer at once: exactly one wins, and only the
+/// winner touches the bytes (a second toucher is a race loom reports).
+fn racing_puts(p: Protocol) {
+    loom::model(move || {
+        let slot = Arc::new(Slot::new());
+        slot.get(p, 0xCD);
+        let wins = Arc::new(AtomicUsize::new(0));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, w) = (slot.clone(), wins.clone());
+                thread::spawn(move || {
+                    if s.put(p) == Put::Ok {
+                        w.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        racers.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(wins.load(Ordering::Relaxed), 1, "exactly one racing put may win");
+        assert_eq!(state_of(slot.word.load(Ordering::Relaxed)), IDLE);
+    });
+}
+
+#[test]
+fn racing_puts_have_one_winner() {
+    racing_puts(WHOLE);
+}
+
+/// A load then a store instead of the compare-and-swap: both can win.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn racing_puts_fail_without_the_cas() {
+    racing_puts(Protocol { cas: false, ..WHOLE });
+}
+
+/// A put racing a get of the same slot: only the state word orders the
+/// get's writes (the zeroing pass) before the put's scrub.
+fn handed_over_then_raced(p: Protocol) {
+    loom::model(move || {
+        let slot = Arc::new(Slot::new());
+        let s = slot.clone();
+        let getter = thread::spawn(move || s.get(p, 0xEF));
+        // A put that sees the getter's OUT (no hand-over here: the state
+        // word is all that orders the get's bytes before the put's scrub).
+        let w = slot.word.load(if p.ordered { Ordering::Acquire } else { Ordering::Relaxed });
+        if state_of(w) == OUT {
+            assert_eq!(slot.put(p), Put::Ok);
+        }
+        getter.join().unwrap();
+    });
+}
+
+#[test]
+fn a_put_that_sees_out_is_ordered_after_the_get() {
+    handed_over_then_raced(WHOLE);
+}
+
+/// Relaxed orderings: a put that sees OUT scrubs bytes the getter's write
+/// is not ordered before (loom: a data race on the buffer).
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn a_put_that_sees_out_races_the_get_without_release_acquire() {
+    handed_over_then_raced(Protocol { ordered: false, ..WHOLE });
+}
+
+// --- a region's life word (region/mod.rs) ------------------------------------
+
+const ONE: usize = 2;
+const CLOSED: usize = 1;
+
+/// A region: its life word (slots in use times ONE, plus CLOSED) and its
+/// memory, which `destroy` frees (writes) and every put uses (reads) first.
+struct Region {
+    life: AtomicUsize,
+    memory: UnsafeCell<u64>,
+    destroyed: AtomicUsize,
+}
+
+impl Region {
+    fn with_in_use(n: usize) -> Region {
+        Region { life: AtomicUsize::new(n * ONE), memory: UnsafeCell::new(1), destroyed: AtomicUsize::new(0) }
+    }
+
+    fn destroy(&self) {
+        // The last user frees it: no one may touch it concurrently or after.
+        self.memory.with_mut(|m| unsafe { *m = 0 });
+        self.destroyed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A buffer's return: the region's memory is used, then one slot less
+    /// in use (`Region::put_life`).
+    fn put(&self, p: Protocol) {
+        self.memory.with(|m| assert_eq!(unsafe { *m }, 1, "a put used a destroyed region"));
+        let prev = self.life.fetch_sub(ONE, Ordering::AcqRel);
+        assert!(prev >= ONE);
+        if p.put_destroys && prev == ONE | CLOSED {
+            self.destroy();
+        }
+    }
+
+    /// The pool is gone (`Region::close`).
+    fn close(&self, p: Protocol) {
+        let prev = self.life.fetch_or(CLOSED, Ordering::AcqRel);
+        assert_eq!(prev & CLOSED, 0, "closed twice");
+        if !p.close_checks_use || prev == 0 {
+            self.destroy();
+        }
+    }
+}
+
+/// `n` buffers out, each returned on a thread of its own while the pool
+/// closes: the region is destroyed exactly once, after the last put.
+fn puts_racing_close(p: Protocol, n: usize) {
+    loom::model(move || {
+        let region = Arc::new(Region::with_in_use(n));
+        let putters: Vec<_> = (0..n)
+            .map(|_| {
+                let r = region.clone();
+                thread::spawn(move || r.put(p))
+            })
+            .collect();
+        region.close(p);
+        putters.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(region.destroyed.load(Ordering::Relaxed), 1, "the region must be destroyed exactly once");
+    });
+}
+
+#[test]
+fn a_put_racing_close_destroys_the_region_once() {
+    puts_racing_close(WHOLE, 1);
+}
+
+#[test]
+fn two_puts_racing_close_destroy_the_region_once() {
+    puts_racing_close(WHOLE, 2);
+}
+
+/// If only close destroys, a close before the last put leaks the region.
+#[test]
+#[should_panic(expected = "destroyed exactly once")]
+fn put_racing_close_fails_when_puts_never_destroy() {
+    puts_racing_close(Protocol { put_destroys: false, ..WHOLE }, 1);
+}
+
+/// If close ignores the slots in use, a put after it uses freed memory.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn put_racing_close_fails_when_close_ignores_the_buffers_out() {
+    puts_racing_close(Protocol { close_checks_use: false, ..WHOLE }, 1);
+}
+
+/// Racing double puts while the pool closes: one claim wins and only the
+/// winner returns the slot to the region (a loser's put_life would take a
+/// slot away twice and destroy the region under the other buffer).
+fn racing_puts_racing_close(p: Protocol) {
+    loom::model(move || {
+        let slot = Arc::new(Slot::new());
+        slot.get(p, 0x11);
+        // Two slots in use: this one and another, returned by the main thread.
+        let region = Arc::new(Region::with_in_use(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, r) = (slot.clone(), region.clone());
+                thread::spawn(move || {
+                    if s.put(p) == Put::Ok {
+                        r.put(p);
+                    }
+                })
+            })
+            .collect();
+        region.close(p);
+        region.put(p); // the other buffer
+        racers.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(region.destroyed.load(Ordering::Relaxed), 1, "the region must be destroyed exactly once");
+    });
+}
+
+#[test]
+fn racing_puts_racing_close_destroy_once() {
+    racing_puts_racing_close(WHOLE);
+}
+
+/// Without the compare-and-swap both racers return the slot.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn racing_puts_racing_close_fail_without_the_cas() {
+    racing_puts_racing_close(Protocol { cas: false, ..WHOLE });
+}
