@@ -227,6 +227,7 @@ fn a_fresh_large_buffer_faults_per_huge_page() {
     let before = minor_faults();
     buf.fill(1);
     let huge = minor_faults() - before;
+    eprintln!("first write of a fresh 154 MB buffer: {huge} page faults (THP mode {mode:?})");
     assert!(huge <= 2000, "{huge} page faults for the first write of 154 MB");
     drop(buf);
     if mode.as_deref() == Some("madvise") {
@@ -236,6 +237,7 @@ fn a_fresh_large_buffer_faults_per_huge_page() {
         let before = minor_faults();
         buf.fill(1);
         let small = minor_faults() - before;
+        eprintln!("the same with huge_pages(false): {small} page faults");
         assert!(small > 30_000, "{small} page faults without huge pages");
     }
 }
