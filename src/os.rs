@@ -716,6 +716,31 @@ mod tests {
         assert_eq!(memory_limit(), n, "read once");
     }
 
+    /// The AVX2 store loop itself, called directly (so that the test
+    /// cannot pass through glibc's memset alone): exactly its range, with
+    /// a byte tail. Where the CPU lacks AVX2 the loop cannot run, which CI
+    /// treats as a failure.
+    #[test]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    fn the_avx2_loop_clears_exactly_its_range() {
+        if !std::is_x86_feature_detected!("avx2") {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "no AVX2: the store loop cannot be tested");
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        const PAD: usize = 96;
+        for len in [0usize, 1, 31, 32, 33, 127, 128, 129, 2049, 4096, 4097, 65536 - 31] {
+            let mut bytes = vec![0xA5u8; PAD + len + PAD + 32];
+            let start = bytes.as_ptr().align_offset(32) + PAD;
+            // SAFETY: the CPU has AVX2 (checked above); `start` is 32-byte
+            // aligned and `len` bytes from it lie inside `bytes`.
+            unsafe { zero_avx2(bytes.as_mut_ptr().add(start), len) };
+            assert!(bytes[start..start + len].iter().all(|&b| b == 0), "len {len}: a byte inside was left");
+            assert!(bytes[..start].iter().all(|&b| b == 0xA5), "len {len}: a byte before was cleared");
+            assert!(bytes[start + len..].iter().all(|&b| b == 0xA5), "len {len}: a byte after was cleared");
+        }
+    }
+
     /// `zero` clears exactly its range, whichever way it takes: glibc's
     /// memset, or the store loop with a byte tail, aligned or not.
     #[test]

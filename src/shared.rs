@@ -288,16 +288,12 @@ impl Shared {
     /// A one-off buffer of `cap` bytes, above the largest class.
     pub(crate) fn get_one_off(&self, cap: usize) -> Result<OneOff, OutOfMemory> {
         let slot = self.region.alloc_one_off(cap)?;
-        let pin = slot.pin;
-        if slot.recycled && self.cfg.zeroing == Zeroing::Always {
+        let (pin, recycled) = (slot.pin, slot.recycled);
+        let mut one = OneOff::from_slot(slot, cap);
+        if recycled && self.cfg.zeroing == Zeroing::Always {
             // Zero pages, unless a stale pointer wrote since.
-            let mut one = OneOff::from_slot(slot, cap);
             one.zero();
-            self.count_allocation(cap, pin);
-            SharedCounters::bump(&self.counters.gets, 1);
-            return Ok(one);
         }
-        let one = OneOff::from_slot(slot, cap);
         self.count_allocation(cap, pin);
         SharedCounters::bump(&self.counters.gets, 1);
         Ok(one)
