@@ -416,6 +416,10 @@ impl Region {
     }
 
     fn reserve_chunk(&self, stride: usize, nslots: usize, class: usize, huge: bool) -> Option<Chunk> {
+        #[cfg(test)]
+        if tests::FAIL_RESERVE.with(|f| f.get()) {
+            return None;
+        }
         let reserved = nslots.checked_mul(stride)?.checked_next_multiple_of(GRANULE)?;
         let nslots = reserved / stride; // fill the granules
         let base = os::reserve(reserved, GRANULE)?;
@@ -501,22 +505,19 @@ impl Region {
     }
 
     fn alloc_one_off_entered(&self, cap: usize, stride: usize) -> Result<Slot, OutOfMemory> {
-        let kept = {
-            let mut o = self.one_offs.lock();
-            let fit = o.kept.iter().position(|k| k.chunk.reserved >= stride && k.chunk.reserved / 2 <= stride);
-            fit.map(|i| o.kept.swap_remove(i))
-        };
+        // A kept reservation that fits without wasting more than half of it.
+        let kept = self.take_kept(|reserved| reserved >= stride && reserved / 2 <= stride);
         let chunk = match kept {
-            Some(k) => k.chunk,
+            Some(chunk) => chunk,
             None => {
                 let (span, huge) = (stride.next_multiple_of(GRANULE), self.huge && cap >= HUGE_PAGE);
                 match self.reserve_chunk(span, 1, usize::MAX, huge) {
                     Some(c) => c,
-                    None => {
-                        // Out of address space: give up what we kept, try again.
-                        self.drop_kept_one_offs();
-                        self.reserve_chunk(span, 1, usize::MAX, huge).ok_or(OutOfMemory)?
-                    }
+                    // Out of address space: any kept reservation large
+                    // enough, however much it wastes. Kept ones are never
+                    // unmapped while the pool lives (guarantee 4: a stale
+                    // pointer must not reach another mapping).
+                    None => self.take_kept(|reserved| reserved >= stride).ok_or(OutOfMemory)?,
                 }
             }
         };
@@ -530,9 +531,16 @@ impl Region {
             let mut o = self.one_offs.lock();
             let more = o.out + 1;
             if o.kept.try_reserve(more).is_err() {
-                drop(o);
-                // SAFETY: never handed out.
-                unsafe { destroy_chunk(&chunk) };
+                if chunk.carved > 0 {
+                    // Handed out before (a stale pointer may reach it): kept
+                    // again, in the room it left.
+                    debug_assert!(o.kept.len() < o.kept.capacity());
+                    o.kept.push(Retained { chunk });
+                } else {
+                    drop(o);
+                    // SAFETY: never handed out.
+                    unsafe { destroy_chunk(&chunk) };
+                }
                 return Err(OutOfMemory);
             }
             o.out += 1;
@@ -553,6 +561,13 @@ impl Region {
             // SAFETY: not handed out.
             unsafe { destroy_chunk(&chunk) };
         }
+    }
+
+    /// Takes a kept unpooled reservation whose reserved bytes `fit`.
+    fn take_kept(&self, fit: impl Fn(usize) -> bool) -> Option<Chunk> {
+        let mut o = self.one_offs.lock();
+        let i = o.kept.iter().position(|k| fit(k.chunk.reserved))?;
+        Some(o.kept.swap_remove(i).chunk)
     }
 
     fn drop_kept_one_offs(&self) {
@@ -951,6 +966,37 @@ mod tests {
         // SAFETY: the slot keeps the region alive; ours.
         unsafe { Region::release(raw, 1, p, false, false, false) };
         assert!(SlotRef::find(addr).is_none(), "chunk unpublished with the region");
+    }
+
+    thread_local! {
+        /// This thread's reservations fail (address space exhausted).
+        pub(super) static FAIL_RESERVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Out of address space, an unpooled buffer reuses any kept
+    /// reservation large enough, and kept ones are never unmapped while the
+    /// pool lives (before: all were unmapped, and a stale pointer into one
+    /// could reach the next mapping there).
+    #[test]
+    fn out_of_address_space_keeps_and_reuses_unpooled_reservations() {
+        let r = region(false);
+        let big = 3 * GRANULE;
+        let s = r.alloc_one_off(big).unwrap();
+        let p = s.ptr;
+        // SAFETY: ours, unused from here on.
+        unsafe { Region::release_one_off(r.0, p, big, false, false) };
+        FAIL_RESERVE.with(|f| f.set(true));
+        // Larger than anything kept: refused, and the kept one stays.
+        assert!(r.alloc_one_off(4 * GRANULE).is_err());
+        assert!(SlotRef::find(p.as_ptr() as usize).is_some(), "a kept reservation was unmapped");
+        // Much smaller than the kept one: reused all the same.
+        let small = r.alloc_one_off(GRANULE / 2).unwrap();
+        FAIL_RESERVE.with(|f| f.set(false));
+        assert_eq!(small.ptr, p);
+        assert!(small.recycled);
+        // SAFETY: ours.
+        unsafe { Region::release_one_off(r.0, small.ptr, GRANULE / 2, false, false) };
+        assert!(SlotRef::find(p.as_ptr() as usize).is_some());
     }
 
     #[test]
