@@ -236,7 +236,8 @@ pub(crate) unsafe fn advise_huge(ptr: NonNull<u8>, len: usize) {
 /// the memory is still usable, just not pinned.
 ///
 /// # Safety
-/// `ptr`/`len` must describe a live mapping from [`map_zeroed`].
+/// `ptr`/`len` must describe live, accessible memory of ours (a committed
+/// part of a [`reserve`]d range, or a [`map_zeroed`] mapping).
 pub(crate) unsafe fn pin(ptr: NonNull<u8>, len: usize) -> bool {
     #[cfg(not(miri))]
     {
@@ -365,7 +366,8 @@ pub(crate) unsafe fn scrub(ptr: NonNull<u8>, len: usize) {
 /// writing them would only fault them in.
 ///
 /// # Safety
-/// `ptr`/`len` must describe a live, writable mapping from [`map_zeroed`].
+/// `ptr`/`len` must describe live, writable memory of ours (a committed
+/// part of a [`reserve`]d range, or a [`map_zeroed`] mapping).
 pub(crate) unsafe fn scrub_resident(ptr: NonNull<u8>, len: usize) {
     #[cfg(not(miri))]
     {
