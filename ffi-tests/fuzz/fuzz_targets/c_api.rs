@@ -175,7 +175,11 @@ impl Model {
                     assert_eq!(zp_config_set_max_pooled_bytes(cfg, bytes), OK);
                     bytes
                 }
-                None => min.next_power_of_two() * per_shard * shards,
+                // The default: 1/16 of the memory the process may use, at
+                // least the seed table's product (an upper bound here: the
+                // class of `min` is at most its next power of two, and a
+                // cgroup limit only lowers the share).
+                None => (min.next_power_of_two() * per_shard * shards).max(physical_memory() / 16),
             };
             let mut handle = ptr::null_mut();
             assert_eq!(zp_pool_new_with_config(cfg, &mut handle), OK);
@@ -452,3 +456,13 @@ fuzz_target!(|data: &[u8]| {
     }
     model.finish();
 });
+
+/// Physical memory in bytes, from /proc/meminfo (MemTotal, in kB).
+fn physical_memory() -> usize {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
