@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,6 +67,29 @@ static void *first_call_without_calloc(void *arg) {
   return NULL;
 }
 
+/* Threads that fight over one lock while calloc fails for them: a thread
+ * that has to wait for a lock must not need memory to wait (parking_lot
+ * registers a thread-local record, through calloc, the first time a thread
+ * parks, and grows a table with an allocation that aborts on failure). */
+static zp_pool *contended;
+static volatile int contended_go;
+
+static void *contend_without_calloc(void *arg) {
+  (void)arg;
+  fail_calloc = 1;
+  while (!contended_go) sched_yield();
+  for (int i = 0; i < 5000; i++) {
+    void *b = zp_get(contended, 8192);
+    if (!b) {
+      CHECK(b != NULL);
+      break;
+    }
+    CHECK_STATUS(zp_put(contended, b), ZP_OK);
+  }
+  fail_calloc = 0;
+  return NULL;
+}
+
 static volatile int stop;
 
 static void *busy(void *arg) {
@@ -105,6 +129,27 @@ int main(void) {
   zp_stats s;
   CHECK_STATUS(zp_pool_stats(pool, &s), ZP_OK);
   CHECK(s.gets == 8 && s.puts == 8 && s.outstanding == 0);
+
+  /* No thread cache and one shard: every get and put takes the shard's
+   * lock, and 6 threads on fewer cores wait for it. */
+  zp_config *cfg = zp_config_new();
+  CHECK(cfg != NULL);
+  if (cfg) {
+    CHECK_STATUS(zp_config_set_tls_cache_size(cfg, 0), ZP_OK);
+    CHECK_STATUS(zp_config_set_num_shards(cfg, 1), ZP_OK);
+    CHECK_STATUS(zp_config_set_min_buffer_size(cfg, 4096), ZP_OK);
+    CHECK_STATUS(zp_pool_new_with_config(cfg, &contended), ZP_OK);
+    zp_config_free(cfg);
+  }
+  if (contended) {
+    pthread_t ts[6];
+    for (int i = 0; i < 6; i++) CHECK(pthread_create(&ts[i], NULL, contend_without_calloc, NULL) == 0);
+    contended_go = 1;
+    for (int i = 0; i < 6; i++) CHECK(pthread_join(ts[i], NULL) == 0);
+    CHECK_STATUS(zp_pool_stats(contended, &s), ZP_OK);
+    CHECK(s.gets == 30000 && s.puts == 30000 && s.outstanding == 0);
+    zp_pool_free(contended);
+  }
 
   /* Fork while another thread works the pool: the child can use it. */
   pthread_t t;

@@ -46,7 +46,7 @@
 //! | shared state | `shared`, `budget`, `stats`, `epoch` | slow paths, budget, counters, idle decay, the trim/close epoch |
 //! | idle lists | `shard`, `eviction/` | a shard's idle buffers in a policy's order |
 //! | memory | `buffer`, `region/`, `config`, `size_class` | raw buffers and the guard type, slots and their metadata, settings, size classes |
-//! | system | `os`, `lock`, `pack`, `padded`, `error` | OS calls, the fork-lock trait, packed-word fields, cache padding, errors |
+//! | system | `os`, `lock`, `pack`, `padded`, `error` | OS calls, the futex mutex and fork-lock trait, packed-word fields, cache padding, errors |
 //!
 //! Nothing here is async-signal-safe: do not get or return buffers from a
 //! signal handler (one that interrupts a slow path would wait for a lock

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 
 use crate::buffer::{Buffer, GiveBack, Home, OneOff, OutOfMemory, RawBuf, Retiring};
 use crate::config::{Builder, Config};

@@ -6,7 +6,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | system | `os`, `padded`, `pack`, `lock`, `error` | OS calls, cache padding, packed-word fields, fork-lock trait, error type |
+//! | system | `os`, `padded`, `pack`, `lock`, `error` | OS calls, cache padding, packed-word fields, the futex mutex and fork-lock trait, error type |
 //! | memory | `size_class`, `config`, `region`, `region::*`, `buffer` | size classes, settings, mappings, slots and their out-of-band metadata, raw buffers and the guard type |
 //! | idle lists | `eviction`, `eviction::*`, `shard` | idle buffers of a shard, in a policy's order |
 //! | shared state | `budget`, `stats`, `epoch`, `shared` | the budget, counters, the trim/close epoch, slow paths |

@@ -4,7 +4,7 @@ use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 
 use super::boundary::{boundary, handle, try_box};
 use super::config::zp_config;

@@ -171,7 +171,7 @@ pub(crate) unsafe fn kill(meta: NonNull<ChunkMeta>, len: usize) {
         struct Dead(#[allow(dead_code)] NonNull<ChunkMeta>);
         // SAFETY: only kept, never used.
         unsafe impl Send for Dead {}
-        static DEAD: parking_lot::Mutex<Vec<Dead>> = parking_lot::Mutex::new(Vec::new());
+        static DEAD: crate::lock::Mutex<Vec<Dead>> = crate::lock::Mutex::new(Vec::new());
         DEAD.lock().push(Dead(meta));
     }
 }

@@ -46,7 +46,7 @@ pub(crate) mod radix;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 
 use crate::lock::ForkLock;
 use crate::os;
