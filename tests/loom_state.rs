@@ -1,7 +1,14 @@
 //! Loom models of the buffer state word (src/region/chunk.rs, `SlotWord`
 //! and `SlotRef::{hand_out, out_word, claim_from}`) and of a region's life
 //! word (src/region/mod.rs, `Region::{put_life, close}`): get, put, double
-//! put, racing puts, put racing close.
+//! put, racing puts, put racing close. Then of the pool's closing protocol
+//! (`Shared::{close, keep, stash_from}`, `Local::sync`,
+//! `ThreadCache::catch_up`): a close racing a put to a shard and a thread
+//! that caches buffers leaves nothing idle anywhere once that thread has
+//! made one more call. And of the shard / thread-cache hand-off
+//! (`ThreadCache::flush`, `Shared::{take, stats}`): a flushed buffer's
+//! bytes reach its next holder in order, and `stats` never counts a buffer
+//! both in a cache and in a shard.
 //!
 //! The real types live in a crate that does not build against loom's
 //! atomics (they are `std`'s, behind raw metadata mappings), so these are
@@ -339,4 +346,273 @@ fn racing_puts_racing_close_destroy_once() {
 #[should_panic(expected = "Causality violation")]
 fn racing_puts_racing_close_fail_without_the_cas() {
     racing_puts_racing_close(Protocol { cas: false, ..WHOLE });
+}
+
+// --- the pool's closing protocol (shared.rs, thread_cache.rs, pool.rs) -------
+//
+// `Shared::close`: the state word gets CLOSED, then the global epoch moves
+// (`epoch::pool_changed`), then the shards are drained. A put without a
+// thread cache (`Shared::keep` -> `stash_from`) stashes under the shard lock
+// and looks at CLOSED again afterwards, draining if it is set. A thread that
+// caches buffers of the pool notices at its next call: the epoch differs
+// from the one it saw (`Local::sync`: a Relaxed load, then an Acquire
+// fence), so it reads the state word (`ThreadCache::catch_up`) and
+// releases everything it caches once the state changed.
+
+/// The steps of the closing protocol a model may drop.
+#[derive(Clone, Copy)]
+struct Closing {
+    /// close sets CLOSED before it moves the epoch (else after).
+    closed_before_epoch: bool,
+    /// a stash looks at CLOSED again after it stashed (else it trusts the
+    /// look it took before).
+    recheck_after_stash: bool,
+}
+
+const CLOSING: Closing = Closing { closed_before_epoch: true, recheck_after_stash: true };
+
+const POOL_CLOSED: u64 = 1;
+
+/// A pool's shared part: its state word, one shard of idle buffers (each
+/// a `u64` standing for the buffer) and the global epoch.
+struct Pool {
+    state: AtomicU64,
+    epoch: AtomicU64,
+    shard: loom::sync::Mutex<Vec<u64>>,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        Pool { state: AtomicU64::new(0), epoch: AtomicU64::new(0), shard: loom::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & POOL_CLOSED != 0
+    }
+
+    fn drain(&self) {
+        self.shard.lock().unwrap().clear();
+    }
+
+    /// `Shared::close`.
+    fn close(&self, c: Closing) {
+        if c.closed_before_epoch {
+            self.state.fetch_or(POOL_CLOSED, Ordering::AcqRel);
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            self.state.fetch_or(POOL_CLOSED, Ordering::AcqRel);
+        }
+        self.drain();
+    }
+
+    /// `Shared::keep` then `stash_from`: a returned buffer kept idle.
+    fn keep(&self, c: Closing, buf: u64) {
+        if self.is_closed() {
+            return; // released
+        }
+        self.shard.lock().unwrap().push(buf);
+        if c.recheck_after_stash && self.is_closed() {
+            self.drain();
+        }
+    }
+}
+
+/// A thread's cache of the pool: the epoch and state it last saw, and the
+/// buffers it holds.
+struct Cache {
+    epoch: u64,
+    seen: u64,
+    held: usize,
+}
+
+impl Cache {
+    /// One call on any pool: `Local::sync` then `ThreadCache::catch_up`.
+    fn call(&mut self, pool: &Pool) {
+        let epoch = pool.epoch.load(Ordering::Relaxed);
+        if epoch == self.epoch {
+            return;
+        }
+        loom::sync::atomic::fence(Ordering::Acquire);
+        self.epoch = epoch;
+        let state = pool.state.load(Ordering::Relaxed);
+        if state != self.seen {
+            self.seen = state;
+            self.held = 0; // release_all
+        }
+    }
+}
+
+/// A pool closes while one thread returns a buffer to its shard and
+/// another, which caches two of its buffers, makes a call. Once close is
+/// done and the caching thread has made one more call, nothing of the
+/// pool is idle anywhere: the shard is empty and the cache released.
+fn close_racing_a_put_and_a_cache(c: Closing) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        let pool = Arc::new(Pool::new());
+        let closer = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.close(c))
+        };
+        let putter = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.keep(c, 7))
+        };
+        let cacher = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let mut cache = Cache { epoch: 0, seen: 0, held: 2 };
+                cache.call(&pool);
+                cache
+            })
+        };
+        closer.join().unwrap();
+        putter.join().unwrap();
+        let mut cache = cacher.join().unwrap();
+        cache.call(&pool); // its next call, after close
+        assert_eq!(cache.held, 0, "a closed pool's buffers stay in a thread cache");
+        assert!(pool.shard.lock().unwrap().is_empty(), "a buffer stays idle in a closed pool's shard");
+    });
+}
+
+#[test]
+fn close_leaves_nothing_idle_in_shards_or_caches() {
+    close_racing_a_put_and_a_cache(CLOSING);
+}
+
+/// Epoch first: a cache can see the new epoch with the old state, take the
+/// epoch as seen, and never look again.
+#[test]
+#[should_panic(expected = "stay in a thread cache")]
+fn close_fails_when_the_epoch_moves_before_closed() {
+    close_racing_a_put_and_a_cache(Closing { closed_before_epoch: false, ..CLOSING });
+}
+
+/// No second look: a put that saw the pool open stashes after close
+/// drained the shard, and its buffer stays idle in a closed pool.
+#[test]
+#[should_panic(expected = "idle in a closed pool's shard")]
+fn close_fails_when_a_stash_does_not_look_again() {
+    close_racing_a_put_and_a_cache(Closing { recheck_after_stash: false, ..CLOSING });
+}
+
+// --- the shard / thread-cache hand-off (thread_cache.rs, shared.rs) ---------
+//
+// A cache flushes a buffer to a shard (`ThreadCache::flush`): it publishes
+// its smaller idle count first (a Relaxed store of its idle word), then
+// stashes the buffer under the shard lock. Another thread takes it from
+// the shard under the lock (`Shared::take`) and uses its bytes. `stats`
+// holds every shard lock while it reads the caches' idle words, so a
+// buffer is never counted both in a cache and in a shard.
+
+/// The steps of the hand-off a model may drop.
+#[derive(Clone, Copy)]
+struct HandOff {
+    /// buffers move in and out of a shard under its lock (else through an
+    /// unsynchronized slot, a Relaxed atomic).
+    locked: bool,
+    /// the cache publishes its smaller count before the shard has the
+    /// buffer (else after).
+    publish_first: bool,
+}
+
+const HAND_OFF: HandOff = HandOff { locked: true, publish_first: true };
+
+/// One shard (locked, or its unlocked stand-in), a buffer's bytes, and
+/// the flushing cache's idle count.
+struct HandOffState {
+    shard: loom::sync::Mutex<Option<u64>>,
+    unlocked: AtomicU64, // 0: empty, else the buffer
+    bytes: UnsafeCell<u64>,
+    cache_idle: AtomicU64,
+}
+
+impl HandOffState {
+    fn flush(&self, h: HandOff) {
+        // The buffer's last bytes in the cache (its scrub).
+        self.bytes.with_mut(|b| unsafe { *b = 0 });
+        if h.publish_first {
+            self.cache_idle.store(0, Ordering::Relaxed);
+        }
+        if h.locked {
+            *self.shard.lock().unwrap() = Some(1);
+        } else {
+            self.unlocked.store(1, Ordering::Relaxed);
+        }
+        if !h.publish_first {
+            self.cache_idle.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self, h: HandOff) -> bool {
+        let got = if h.locked {
+            self.shard.lock().unwrap().take().is_some()
+        } else {
+            self.unlocked.swap(0, Ordering::Relaxed) != 0
+        };
+        if got {
+            // The new holder writes the buffer: ordered after the flusher's.
+            self.bytes.with_mut(|b| unsafe { *b = 0x22 });
+        }
+        got
+    }
+
+    /// `Shared::stats`: the shard under its lock, then the cache's count.
+    fn idle_counted(&self, h: HandOff) -> u64 {
+        let shard = self.shard.lock().unwrap();
+        let in_shard = if h.locked { shard.is_some() as u64 } else { (self.unlocked.load(Ordering::Relaxed) != 0) as u64 };
+        let in_cache = self.cache_idle.load(Ordering::Relaxed);
+        drop(shard);
+        in_shard + in_cache
+    }
+}
+
+/// A buffer cached by one thread is flushed to the shard while another
+/// thread takes from the shard and a third sums the idle counts: the
+/// taker's writes come after the flusher's, and the sum never exceeds the
+/// one buffer there is.
+fn hand_off(h: HandOff, with_taker: bool) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        let s = Arc::new(HandOffState {
+            shard: loom::sync::Mutex::new(None),
+            unlocked: AtomicU64::new(0),
+            bytes: UnsafeCell::new(0x11),
+            cache_idle: AtomicU64::new(1),
+        });
+        let flusher = {
+            let s = s.clone();
+            thread::spawn(move || s.flush(h))
+        };
+        let taker = with_taker.then(|| {
+            let s = s.clone();
+            thread::spawn(move || s.take(h))
+        });
+        let counted = s.idle_counted(h);
+        assert!(counted <= 1, "a buffer counted both in a cache and in a shard");
+        flusher.join().unwrap();
+        if let Some(t) = taker {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_flushed_buffer_is_handed_over_in_order_and_counted_once() {
+    hand_off(HAND_OFF, true);
+}
+
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn hand_off_fails_without_the_shard_lock() {
+    hand_off(HandOff { locked: false, ..HAND_OFF }, true);
+}
+
+#[test]
+#[should_panic(expected = "counted both in a cache and in a shard")]
+fn hand_off_counts_twice_when_the_cache_publishes_late() {
+    hand_off(HandOff { publish_first: false, ..HAND_OFF }, false);
 }
