@@ -360,6 +360,27 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * Describes a status code.
+ *
+ * @param status  a `zp_status` value (unknown values are accepted).
+ * @return a static, NUL-terminated description, never NULL; do not free it.
+ *
+ * Thread safety: thread safe.
+ */
+ZP_NODISCARD const char *zp_status_str(zp_status status);
+
+/**
+ * The version of the library that is loaded.
+ *
+ * @return "MAJOR.MINOR.PATCH", static and NUL-terminated (do not free it);
+ *         compare with `ZP_VERSION_MAJOR`/`MINOR`/`PATCH` from the header the
+ *         program was built with.
+ *
+ * Thread safety: thread safe.
+ */
+ZP_NODISCARD const char *zp_version(void);
+
+/**
  * Gets a buffer from the pool.
  *
  * @param pool  a live pool.
@@ -717,27 +738,6 @@ ZP_NODISCARD zp_status zp_pool_stats(const struct zp_pool *pool, struct zp_stats
  * Thread safety: thread safe.
  */
 ZP_NODISCARD zp_status zp_pool_trim(struct zp_pool *pool);
-
-/**
- * Describes a status code.
- *
- * @param status  a `zp_status` value (unknown values are accepted).
- * @return a static, NUL-terminated description, never NULL; do not free it.
- *
- * Thread safety: thread safe.
- */
-ZP_NODISCARD const char *zp_status_str(zp_status status);
-
-/**
- * The version of the library that is loaded.
- *
- * @return "MAJOR.MINOR.PATCH", static and NUL-terminated (do not free it);
- *         compare with `ZP_VERSION_MAJOR`/`MINOR`/`PATCH` from the header the
- *         program was built with.
- *
- * Thread safety: thread safe.
- */
-ZP_NODISCARD const char *zp_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("shared state", &["budget", "stats", "epoch", "shared"]),
     ("thread caches", &["tls", "thread_cache"]),
     ("pool", &["fork", "pool"]),
-    ("C ABI", &["ffi", "ffi::boundary", "ffi::status", "ffi::config", "ffi::pool", "ffi::buffer", "ffi::local"]),
+    ("C ABI", &["ffi", "ffi::boundary", "ffi::status", "ffi::about", "ffi::config", "ffi::pool", "ffi::buffer", "ffi::local"]),
 ];
 
 /// Module path of a source file (`src/a/b.rs` -> `a::b`, `src/a/mod.rs` -> `a`).
@@ -329,4 +329,57 @@ fn imports_are_read_from_groups_and_super_paths() {
     let mut found = imports_of("dir", true, &code);
     found.sort();
     assert_eq!(found, ["dir::kid::Y", "dir::kid::Z", "dir::kid::g"]);
+}
+
+/// The exports of one source file whose body is not a single `export!`:
+/// `(name, what the body starts with)`. Reads raw source (with comments):
+/// an export is `pub extern "C" fn zp_...`, its body what follows the
+/// signature's opening brace.
+fn exports_without_the_macro(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("extern \"C\" fn zp_") {
+        let sig = &rest[at + "extern \"C\" fn ".len()..];
+        let name: String = sig.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let Some(open) = sig.find('{') else { break };
+        let body = sig[open + 1..].trim_start();
+        let first = body.lines().next().unwrap_or("").trim().to_string();
+        // The body is the macro call and nothing else: `export!(` first,
+        // and (after an optional `const` line) no statement before it.
+        let body = body.strip_prefix("const ").map_or(body, |b| b.split_once('\n').map_or("", |x| x.1).trim_start());
+        if !body.starts_with("export!(") {
+            out.push((name, first));
+        }
+        rest = &sig[open..];
+    }
+    out
+}
+
+#[test]
+fn every_c_export_is_one_export_macro() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ffi");
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        seen += text.matches("extern \"C\" fn zp_").count();
+        for (name, first) in exports_without_the_macro(&text) {
+            bad.push(format!("{}: {name} begins with `{first}`", path.file_name().unwrap().to_string_lossy()));
+        }
+    }
+    // Every function of the header (each `zp_*` declaration) is one here.
+    let header = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/zeropool.h")).unwrap();
+    let declared = header.lines().filter(|l| l.contains(" zp_") && l.contains('(') && !l.trim_start().starts_with('*')).count();
+    assert!(seen >= 25 && seen >= declared, "found {seen} exports, the header declares {declared}");
+    assert!(bad.is_empty(), "exports whose body is not one `export!` (the panic boundary):\n  {}", bad.join("\n  "));
+}
+
+#[test]
+fn the_export_check_fails_on_a_bare_export() {
+    let src = "#[no_mangle]\npub extern \"C\" fn zp_ok(p: *mut T) -> zp_status {\n    export!(ZP_ERR_INTERNAL, { ZP_OK })\n}\n\
+               #[no_mangle]\npub extern \"C\" fn zp_bare(p: *mut T) -> zp_status {\n    if p.is_null() { return ZP_ERR_NULL_POINTER; }\n    export!(ZP_ERR_INTERNAL, { ZP_OK })\n}\n\
+               #[no_mangle]\npub extern \"C\" fn zp_v() -> *const c_char {\n    const V: &str = \"1\\0\";\n    export!(V.as_ptr().cast(), { V.as_ptr().cast() })\n}\n";
+    let bad = exports_without_the_macro(src);
+    assert_eq!(bad, [("zp_bare".to_string(), "if p.is_null() { return ZP_ERR_NULL_POINTER; }".to_string())]);
 }

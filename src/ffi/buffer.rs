@@ -12,7 +12,7 @@
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 
-use super::boundary::{boundary, get_boundary, handle, last_error, set_last_error};
+use super::boundary::{boundary, export, get_boundary, handle, last_error, non_null, set_last_error, try_ref};
 use super::pool::{count_rejected, zp_pool};
 use super::status::zp_status::{self, *};
 use crate::buffer::{Buffer, RawBuf, Retiring};
@@ -40,12 +40,8 @@ const CANARY_LEN: usize = 8;
 /// cbindgen:postfix=ZP_MALLOC ZP_ALLOC_SIZE(2)
 #[no_mangle]
 pub extern "C" fn zp_get(pool: *mut zp_pool, size: usize) -> *mut c_void {
-    get_boundary(|| {
-        // SAFETY: the header's contract: NULL or a live pool.
-        let Some(handle) = (unsafe { handle(pool) }) else {
-            set_last_error(ZP_ERR_NULL_POINTER);
-            return ptr::null_mut();
-        };
+    export!(get, {
+        let handle = try_ref!(pool);
         match handle.pool.pop_cached(size) {
             Some(popped) => hand_out_popped(
                 popped,
@@ -201,7 +197,7 @@ fn arm(addr: *mut u8, len: usize, tag: usize, slot: &SlotRef) -> *mut c_void {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_last_error() -> zp_status {
-    boundary(ZP_ERR_INTERNAL, last_error)
+    export!(ZP_ERR_INTERNAL, { last_error() })
 }
 
 /// Returns a buffer to its pool, from any thread. Validates before it
@@ -232,13 +228,12 @@ pub extern "C" fn zp_last_error() -> zp_status {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
-    boundary(ZP_ERR_INTERNAL, || {
+    export!(ZP_ERR_INTERNAL, {
         let Some(start) = NonNull::new(buf.cast::<u8>()) else {
             return ZP_ERR_NULL_POINTER;
         };
-        if pool.is_null() {
-            return ZP_ERR_NULL_POINTER;
-        }
+        // Not borrowed: the pool may have been freed (see above).
+        non_null!(pool);
         // Back to its pool (or released, if the pool is gone). A closure
         // rather than `keep` itself: a function item is called through an
         // out-of-line `FnOnce` shim, which costs a call and a round trip of

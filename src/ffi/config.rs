@@ -2,7 +2,7 @@
 
 use std::ptr;
 
-use super::boundary::{boundary, handle_mut, try_box};
+use super::boundary::{export, non_null, try_box, try_mut};
 use super::status::zp_status::{self, *};
 use super::status::{policy_from_c, zeroing_from_c, PolicyArg, ZeroingArg};
 use crate::config::Builder;
@@ -32,9 +32,11 @@ impl zp_config {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_new() -> *mut zp_config {
-    boundary(ptr::null_mut(), || match try_box(zp_config { builder: Builder::new() }) {
-        Some(b) => Box::into_raw(b),
-        None => ptr::null_mut(),
+    export!(ptr::null_mut(), {
+        match try_box(zp_config { builder: Builder::new() }) {
+            Some(b) => Box::into_raw(b),
+            None => ptr::null_mut(),
+        }
     })
 }
 
@@ -45,33 +47,26 @@ pub extern "C" fn zp_config_new() -> *mut zp_config {
 ///             another thread.
 #[no_mangle]
 pub extern "C" fn zp_config_free(cfg: *mut zp_config) {
-    boundary((), || {
-        if !cfg.is_null() {
-            // SAFETY: the header's contract: `cfg` came from zp_config_new
-            // and is freed once.
-            drop(unsafe { Box::from_raw(cfg) });
-        }
+    export!((), {
+        non_null!(cfg);
+        // SAFETY: the header's contract: `cfg` came from zp_config_new and
+        // is freed once.
+        drop(unsafe { Box::from_raw(cfg) });
     })
 }
 
 /// Applies `set` to the builder if the result validates; otherwise leaves
-/// the configuration unchanged.
+/// the configuration unchanged. (Inside the caller's `export!`.)
 fn update(cfg: *mut zp_config, set: impl FnOnce(Builder) -> Builder) -> zp_status {
-    boundary(ZP_ERR_INTERNAL, || {
-        // SAFETY: the header's contract: NULL or a live zp_config used by
-        // one thread at a time.
-        let Some(cfg) = (unsafe { handle_mut(cfg) }) else {
-            return ZP_ERR_NULL_POINTER;
-        };
-        let candidate = set(cfg.builder.clone());
-        match candidate.clone().config() {
-            Ok(_) => {
-                cfg.builder = candidate;
-                ZP_OK
-            }
-            Err(e) => zp_status::from(&e),
+    let cfg = try_mut!(cfg);
+    let candidate = set(cfg.builder.clone());
+    match candidate.clone().config() {
+        Ok(_) => {
+            cfg.builder = candidate;
+            ZP_OK
         }
-    })
+        Err(e) => zp_status::from(&e),
+    }
 }
 
 /// Sets how many buffers each thread caches for the pool.
@@ -87,7 +82,7 @@ fn update(cfg: *mut zp_config, set: impl FnOnce(Builder) -> Builder) -> zp_statu
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_tls_cache_size(cfg: *mut zp_config, buffers: usize) -> zp_status {
-    update(cfg, |b| b.tls_cache_size(buffers))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.tls_cache_size(buffers)) })
 }
 
 /// Sets the smallest buffer capacity (default 1 MiB).
@@ -103,7 +98,7 @@ pub extern "C" fn zp_config_set_tls_cache_size(cfg: *mut zp_config, buffers: usi
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_min_buffer_size(cfg: *mut zp_config, bytes: usize) -> zp_status {
-    update(cfg, |b| b.min_buffer_size(bytes))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.min_buffer_size(bytes)) })
 }
 
 /// Sets how many idle buffers each shard keeps per size class.
@@ -119,7 +114,7 @@ pub extern "C" fn zp_config_set_min_buffer_size(cfg: *mut zp_config, bytes: usiz
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_max_buffers_per_shard(cfg: *mut zp_config, buffers: usize) -> zp_status {
-    update(cfg, |b| b.max_buffers_per_shard(buffers))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.max_buffers_per_shard(buffers)) })
 }
 
 /// Sets the number of shards of the pool's shared part.
@@ -135,7 +130,7 @@ pub extern "C" fn zp_config_set_max_buffers_per_shard(cfg: *mut zp_config, buffe
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_num_shards(cfg: *mut zp_config, shards: usize) -> zp_status {
-    update(cfg, |b| b.num_shards(shards))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.num_shards(shards)) })
 }
 
 /// Locks buffers in RAM (mlock) and excludes them from core dumps. When the
@@ -150,7 +145,7 @@ pub extern "C" fn zp_config_set_num_shards(cfg: *mut zp_config, shards: usize) -
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_pinned_memory(cfg: *mut zp_config, pinned: bool) -> zp_status {
-    update(cfg, |b| b.pinned_memory(pinned))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.pinned_memory(pinned)) })
 }
 
 /// Sets which idle buffers are released first when the budget is exceeded.
@@ -167,10 +162,11 @@ pub extern "C" fn zp_config_set_pinned_memory(cfg: *mut zp_config, pinned: bool)
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_eviction_policy(cfg: *mut zp_config, policy: PolicyArg) -> zp_status {
-    let Some(policy) = policy_from_c(policy) else {
-        return if cfg.is_null() { ZP_ERR_NULL_POINTER } else { ZP_ERR_INVALID_ARGUMENT };
-    };
-    update(cfg, |b| b.eviction_policy(policy))
+    export!(ZP_ERR_INTERNAL, {
+        non_null!(cfg);
+        let Some(policy) = policy_from_c(policy) else { return ZP_ERR_INVALID_ARGUMENT };
+        update(cfg, |b| b.eviction_policy(policy))
+    })
 }
 
 /// Sets when buffers are zeroed (see `zp_zeroing`).
@@ -186,10 +182,11 @@ pub extern "C" fn zp_config_set_eviction_policy(cfg: *mut zp_config, policy: Pol
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg) -> zp_status {
-    let Some(zeroing) = zeroing_from_c(zeroing) else {
-        return if cfg.is_null() { ZP_ERR_NULL_POINTER } else { ZP_ERR_INVALID_ARGUMENT };
-    };
-    update(cfg, |b| b.zeroing(zeroing))
+    export!(ZP_ERR_INTERNAL, {
+        non_null!(cfg);
+        let Some(zeroing) = zeroing_from_c(zeroing) else { return ZP_ERR_INVALID_ARGUMENT };
+        update(cfg, |b| b.zeroing(zeroing))
+    })
 }
 
 /// Sets the budget for idle bytes (shared shards plus every thread's cache).
@@ -206,7 +203,7 @@ pub extern "C" fn zp_config_set_zeroing(cfg: *mut zp_config, zeroing: ZeroingArg
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_max_pooled_bytes(cfg: *mut zp_config, bytes: usize) -> zp_status {
-    update(cfg, |b| b.max_pooled_bytes(bytes))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.max_pooled_bytes(bytes)) })
 }
 
 /// Sets the idle decay: buffers idle (in the shards or in any thread's
@@ -227,7 +224,7 @@ pub extern "C" fn zp_config_set_max_pooled_bytes(cfg: *mut zp_config, bytes: usi
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_idle_decay_ms(cfg: *mut zp_config, ms: u64) -> zp_status {
-    update(cfg, |b| b.idle_decay(std::time::Duration::from_millis(ms)))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.idle_decay(std::time::Duration::from_millis(ms))) })
 }
 
 /// Backs size classes of whole huge pages (2, 4 and 6 MiB, and every
@@ -244,5 +241,5 @@ pub extern "C" fn zp_config_set_idle_decay_ms(cfg: *mut zp_config, ms: u64) -> z
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_config_set_huge_pages(cfg: *mut zp_config, on: bool) -> zp_status {
-    update(cfg, |b| b.huge_pages(on))
+    export!(ZP_ERR_INTERNAL, { update(cfg, |b| b.huge_pages(on)) })
 }

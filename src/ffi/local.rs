@@ -24,7 +24,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use super::boundary::{boundary, get_boundary, handle, set_last_error, try_box};
+use super::boundary::{boundary, export, get_boundary, handle, set_last_error, try_box, try_ref};
 use super::buffer::{
     finish, hand_out_or_fail, hand_out_popped, keep_elsewhere, keep_slow, keep_with, take_back,
 };
@@ -125,12 +125,8 @@ impl zp_local {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
-    boundary(ptr::null_mut(), || {
-        // SAFETY: the header's contract: NULL or a live pool.
-        let Some(handle) = (unsafe { handle(pool) }) else {
-            set_last_error(ZP_ERR_NULL_POINTER);
-            return ptr::null_mut();
-        };
+    export!(ptr::null_mut(), {
+        let handle = try_ref!(pool);
         let made = Local::try_new(&handle.pool).and_then(|cache| {
             try_box(zp_local {
                 owner: thread_pointer(),
@@ -177,7 +173,7 @@ pub extern "C" fn zp_local_new(pool: *mut zp_pool) -> *mut zp_local {
 /// thread, but not while another call uses the same handle.
 #[no_mangle]
 pub extern "C" fn zp_local_free(local: *mut zp_local) {
-    boundary((), || {
+    export!((), {
         thread_cache::sync();
         let Some(ptr) = NonNull::new(local) else { return };
         // SAFETY: the header's contract: from zp_local_new, freed once, no
@@ -214,12 +210,8 @@ pub extern "C" fn zp_local_free(local: *mut zp_local) {
 /// cbindgen:postfix=ZP_MALLOC ZP_ALLOC_SIZE(2)
 #[no_mangle]
 pub extern "C" fn zp_local_get(local: *mut zp_local, size: usize) -> *mut c_void {
-    get_boundary(|| {
-        // SAFETY: the header's contract: NULL or a live handle.
-        let Some(l) = (unsafe { handle(local.cast_const()) }) else {
-            set_last_error(ZP_ERR_NULL_POINTER);
-            return ptr::null_mut();
-        };
+    export!(get, {
+        let l = try_ref!(local.cast_const());
         match l.mine().and_then(|cache| cache.pop_cached(size)) {
             Some(popped) => hand_out_popped(
                 popped,
@@ -280,11 +272,8 @@ extern "C" fn get_slow(local: *mut zp_local, size: usize) -> *mut c_void {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_status {
-    boundary(ZP_ERR_INTERNAL, || {
-        // SAFETY: the header's contract: NULL or a live handle.
-        let Some(l) = (unsafe { handle(local.cast_const()) }) else {
-            return ZP_ERR_NULL_POINTER;
-        };
+    export!(ZP_ERR_INTERNAL, {
+        let l = try_ref!(local.cast_const());
         let Some(start) = NonNull::new(buf.cast::<u8>()) else {
             return ZP_ERR_NULL_POINTER;
         };

@@ -1,11 +1,15 @@
 //! The C ABI: the `zp_*` functions declared in `include/zeropool.h`.
 //!
-//! Every entry point checks its pointers first, runs inside a panic
-//! boundary (a panic becomes `ZP_ERR_INTERNAL` or NULL, never an unwind
-//! into C), and takes enum inputs as integers, validated before use (an
-//! out-of-range C enum passed as a Rust enum would be undefined behaviour).
+//! Every entry point's body is one `export!` (`boundary.rs`), which runs
+//! it inside a panic boundary (a panic becomes `ZP_ERR_INTERNAL` or NULL,
+//! never an unwind into C); its pointers are checked first (`try_ref!`,
+//! `try_mut!`, `non_null!`), and enum inputs are taken as integers and
+//! validated before use (an out-of-range C enum passed as a Rust enum
+//! would be undefined behaviour). `tests/architecture.rs` checks that every
+//! `zp_*` function is written so.
 //!
-//! One module per concept: `status` (codes and strings), `boundary` (panic
+//! One module per concept: `status` (codes, C enums), `about` (status
+//! descriptions, version), `boundary` (`export!` and the panic
 //! boundary, handle casts, per-thread last error), `config` and `pool`
 //! (handles), `buffer` (`zp_get`/`zp_put`, validated against the memory
 //! layer's slot metadata before anything is trusted).
@@ -16,6 +20,7 @@
 // header, and marking them `unsafe fn` would change nothing for C callers.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+mod about;
 mod boundary;
 mod buffer;
 mod config;
@@ -34,4 +39,5 @@ pub use local::{zp_local, zp_local_free, zp_local_get, zp_local_new, zp_local_pu
 #[doc(hidden)]
 pub use pool::__fail_next_handle_insert_for_test;
 pub use pool::{zp_pool, zp_pool_free, zp_pool_new, zp_pool_new_with_config, zp_pool_stats, zp_pool_trim};
-pub use status::{zp_eviction_policy, zp_status, zp_status_str, zp_version, zp_zeroing};
+pub use about::{zp_status_str, zp_version};
+pub use status::{zp_eviction_policy, zp_status, zp_zeroing};

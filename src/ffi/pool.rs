@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::lock::Mutex;
 
-use super::boundary::{boundary, handle, try_box};
+use super::boundary::{export, non_null, try_box, try_ref};
 use super::config::zp_config;
 use super::status::zp_status::{self, *};
 use crate::config::Builder;
@@ -138,7 +138,7 @@ fn new_handle(builder: Builder) -> Result<*mut zp_pool, zp_status> {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_new() -> *mut zp_pool {
-    boundary(ptr::null_mut(), || new_handle(Builder::new()).unwrap_or(ptr::null_mut()))
+    export!(ptr::null_mut(), { new_handle(Builder::new()).unwrap_or(ptr::null_mut()) })
 }
 
 /// Creates a pool from a configuration.
@@ -157,16 +157,11 @@ pub extern "C" fn zp_pool_new() -> *mut zp_pool {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_new_with_config(cfg: *const zp_config, out: *mut *mut zp_pool) -> zp_status {
-    boundary(ZP_ERR_INTERNAL, || {
-        if out.is_null() {
-            return ZP_ERR_NULL_POINTER;
-        }
+    export!(ZP_ERR_INTERNAL, {
+        non_null!(out);
         // SAFETY: `out` is non-null and, by the header's contract, writable.
         unsafe { out.write(ptr::null_mut()) };
-        // SAFETY: the header's contract: NULL or a live zp_config.
-        let Some(cfg) = (unsafe { handle(cfg) }) else {
-            return ZP_ERR_NULL_POINTER;
-        };
+        let cfg = try_ref!(cfg);
         match new_handle(cfg.builder()) {
             Ok(pool) => {
                 // SAFETY: as above.
@@ -197,10 +192,8 @@ pub extern "C" fn zp_pool_new_with_config(cfg: *const zp_config, out: *mut *mut 
 /// which may run concurrently with it and after it.
 #[no_mangle]
 pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
-    boundary((), || {
-        if pool.is_null() {
-            return;
-        }
+    export!((), {
+        non_null!(pool);
         HANDLES.lock().remove(pool as usize);
         // SAFETY: the header's contract: `pool` came from a zp_pool
         // constructor and is freed once; nothing else uses the handle now
@@ -227,14 +220,9 @@ pub extern "C" fn zp_pool_free(pool: *mut zp_pool) {
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_stats(pool: *const zp_pool, out: *mut Stats) -> zp_status {
-    boundary(ZP_ERR_INTERNAL, || {
-        // SAFETY: the header's contract: NULL or a live pool.
-        let Some(pool) = (unsafe { handle(pool) }) else {
-            return ZP_ERR_NULL_POINTER;
-        };
-        if out.is_null() {
-            return ZP_ERR_NULL_POINTER;
-        }
+    export!(ZP_ERR_INTERNAL, {
+        let pool = try_ref!(pool);
+        non_null!(out);
         crate::thread_cache::sync();
         // SAFETY: `out` is non-null and, by the header's contract, writable.
         unsafe { out.write(pool.pool.stats()) };
@@ -252,11 +240,8 @@ pub extern "C" fn zp_pool_stats(pool: *const zp_pool, out: *mut Stats) -> zp_sta
 /// cbindgen:prefix=ZP_NODISCARD
 #[no_mangle]
 pub extern "C" fn zp_pool_trim(pool: *mut zp_pool) -> zp_status {
-    boundary(ZP_ERR_INTERNAL, || {
-        // SAFETY: the header's contract: NULL or a live pool.
-        let Some(pool) = (unsafe { handle(pool) }) else {
-            return ZP_ERR_NULL_POINTER;
-        };
+    export!(ZP_ERR_INTERNAL, {
+        let pool = try_ref!(pool);
         pool.pool.trim();
         ZP_OK
     })
