@@ -41,9 +41,10 @@ const _: () = assert!(crate::size_class::GLOBAL_CLASSES < CLASS_MASK && DIRTY < 
 /// Up to this many bytes, `Always` checks a reused buffer instead of
 /// clearing it (a read-only check beats a memset up to about 128 KiB on the
 /// machines we measured; above, the memset wins).
-/// (Under Miri, which interprets the check byte by byte, only up to 8 KiB:
-/// the tests' 4 KiB buffers still take the real check and its healing.)
-pub(crate) const CHECK_BELOW: usize = if cfg!(miri) { 8 << 10 } else { 128 << 10 };
+/// (Under Miri, which interprets the check a byte at a time, the pool's
+/// tests always take the memset; the check and its healing run under Miri
+/// in this module's unit tests, with the limit lifted.)
+pub(crate) const CHECK_BELOW: usize = if cfg!(miri) { 0 } else { 128 << 10 };
 
 /// Whether every byte is zero: an OR over 256-byte blocks, which the
 /// compiler turns into vector code, stopping at the first dirty block.
@@ -280,7 +281,14 @@ impl Retiring {
 /// of the other policies. `len` bytes at `p` are a buffer's, ours.
 #[inline(never)]
 fn zero_checked(p: NonNull<u8>, len: usize, check: bool) -> bool {
-    let checked = check && len <= CHECK_BELOW;
+    zero_checked_below(p, len, check, CHECK_BELOW)
+}
+
+/// [`zero_checked`] with the check's limit as a parameter (the unit tests
+/// lift it, so that Miri runs the check).
+#[inline(always)]
+fn zero_checked_below(p: NonNull<u8>, len: usize, check: bool, limit: usize) -> bool {
+    let checked = check && len <= limit;
     // SAFETY: `len` bytes inside the caller's slot, initialized (mapped
     // memory is zero-filled, then written through slices).
     if checked && is_zero(unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }) {
@@ -386,52 +394,9 @@ impl Buffer {
         (this.tagged, this.len, this.pool)
     }
 
-    /// Rebuilds a guard from [`Buffer::into_raw_parts`].
-    ///
-    /// # Safety
-    /// The parts must come from `into_raw_parts`, and no other guard for
-    /// them may exist (each set of parts is used once).
-    pub(crate) unsafe fn from_raw_parts(tagged: NonNull<u8>, len: usize, pool: u64) -> Buffer {
-        Buffer { tagged, len, pool }
-    }
-
-    /// The id of the pool the buffer goes back to.
-    pub(crate) fn pool_id(&self) -> u64 {
-        self.pool
-    }
-
-    /// A pooled buffer's memory and length, the guard given up, to
-    /// `pooled`; an unpooled buffer, as it was, to `one_off`. (Two closures,
-    /// not a `Result`: a fast path then branches once on the tag instead of
-    /// building and matching a three-word value.)
-    #[inline(always)]
-    pub(crate) fn into_pooled<R>(
-        self,
-        pooled: impl FnOnce(RawBuf, usize) -> R,
-        one_off: impl FnOnce(Buffer) -> R,
-    ) -> R {
-        if tag_of(self.tagged) & CLASS_MASK == 0 {
-            return one_off(self);
-        }
-        let (tagged, len, _) = self.into_raw_parts();
-        pooled(RawBuf { tagged }, len)
-    }
-
     /// The tag bits of the address (class, PINNED, DIRTY).
     pub(crate) fn tag(&self) -> usize {
         tag_of(self.tagged)
-    }
-
-    /// Gives the memory back to the system without returning it to its
-    /// pool (a buffer that failed validation is never reused as it is):
-    /// every byte that may hold data is scrubbed, the pages are dropped.
-    pub(crate) fn discard(self) {
-        let (tagged, len, _) = self.into_raw_parts();
-        let tagged = tagged.map_addr(|a| a | DIRTY);
-        // SAFETY: the guard owned this slot and is gone; DIRTY makes the
-        // release scrub every resident page first. An unpooled buffer's
-        // capacity follows its length (the module invariants).
-        unsafe { release(tagged, true, unpooled_capacity(len, os::page_size())) };
     }
 
     /// Length in bytes: what was asked for.
@@ -519,6 +484,87 @@ pub(crate) trait GiveBack {
 /// The one implementor of [`GiveBack`] (in `pool.rs`).
 pub(crate) struct Home;
 
+/// Releases a buffer's slot to the system, scrubbing every resident page
+/// (DIRTY), not back to its pool.
+///
+/// # Safety
+/// `tagged`/`len` are a buffer's (guard's or [`Claimed`]'s) parts, owned by
+/// the caller alone and unused afterwards.
+unsafe fn discard_parts(tagged: NonNull<u8>, len: usize) {
+    let tagged = tagged.map_addr(|a| a | DIRTY);
+    // SAFETY: the caller's promise; DIRTY makes the release scrub every
+    // resident page first. An unpooled buffer's capacity follows its
+    // length (the module invariants).
+    unsafe { release(tagged, true, unpooled_capacity(len, os::page_size())) };
+}
+
+/// A buffer the C layer took back by its address (it found the slot,
+/// checked it and won the claim): the tagged address, the length it was
+/// handed out for, its pool. Not a guard (nothing happens when it is
+/// dropped, so it must be used up): the C put path turns it straight into
+/// a pooled buffer's memory ([`split`](Self::split)) or releases it,
+/// without building a [`Buffer`] to take it apart again.
+#[must_use = "a claimed buffer must be kept, released or discarded"]
+pub(crate) struct Claimed {
+    tagged: NonNull<u8>,
+    len: usize,
+    pool: u64,
+}
+
+impl Claimed {
+    /// # Safety
+    /// `tagged` and `len` must be those a buffer of pool `pool` was handed
+    /// out with through the C API (`Buffer::into_raw_parts`), and the
+    /// caller must have claimed it (no one else holds it, and these parts
+    /// are used once).
+    #[inline(always)]
+    pub(crate) unsafe fn new(tagged: NonNull<u8>, len: usize, pool: u64) -> Claimed {
+        Claimed { tagged, len, pool }
+    }
+
+    #[inline(always)]
+    pub(crate) fn pool_id(&self) -> u64 {
+        self.pool
+    }
+
+    /// A pooled buffer's memory and length to `pooled`; an unpooled one, as
+    /// it is, to `unpooled`. (Two closures, not a `Result`: a fast path then
+    /// branches once on the tag instead of building and matching a
+    /// three-word value.)
+    #[inline(always)]
+    pub(crate) fn split<R>(self, pooled: impl FnOnce(RawBuf, usize) -> R, unpooled: impl FnOnce(Claimed) -> R) -> R {
+        if tag_of(self.tagged) & CLASS_MASK == 0 {
+            return unpooled(self);
+        }
+        pooled(RawBuf { tagged: self.tagged }, self.len)
+    }
+
+    /// The parts, to cross a function boundary in registers.
+    pub(crate) fn into_raw_parts(self) -> (NonNull<u8>, usize, u64) {
+        (self.tagged, self.len, self.pool)
+    }
+
+    /// Gives the buffer back as a dropped guard would: a pooled one to its
+    /// pool, an unpooled one released (scrubbed per the pool's policy).
+    pub(crate) fn give_back(self) {
+        if tag_of(self.tagged) & CLASS_MASK != 0 {
+            <Home as GiveBack>::pooled(self.pool, RawBuf { tagged: self.tagged }, self.len);
+        } else {
+            let cap = unpooled_capacity(self.len, os::page_size());
+            <Home as GiveBack>::one_off(self.pool, OneOff { tagged: self.tagged, cap }, self.len);
+        }
+    }
+
+    /// Gives the memory back to the system without returning it to its
+    /// pool (a buffer that failed validation is never reused as it is):
+    /// every byte that may hold data is scrubbed, the pages are dropped.
+    pub(crate) fn discard(self) {
+        // SAFETY: a claimed buffer is the caller's alone (`new`'s contract),
+        // and `self` is used up.
+        unsafe { discard_parts(self.tagged, self.len) };
+    }
+}
+
 impl Drop for Buffer {
     #[inline(always)]
     fn drop(&mut self) {
@@ -550,11 +596,13 @@ mod tests {
     /// read (no write, reported clean), a byte written after the return is
     /// found wherever it is and the buffer is healed (reported), and above
     /// the check's limit the buffer is cleared without a look. The same
-    /// code runs under Miri (with AVX2 where the crate is built for it).
+    /// code runs under Miri (with AVX2 where the crate is built for it),
+    /// the limit lifted: Miri's pool tests take the memset.
     #[test]
     fn the_get_side_check_finds_and_heals_every_dirty_byte() {
         let len = 4096 + 40;
-        assert!(len <= CHECK_BELOW);
+        let zero_checked = |p, len, check| zero_checked_below(p, len, check, usize::MAX);
+        assert!(cfg!(miri) || len <= CHECK_BELOW);
         let mut bytes = vec![0u8; len + 64];
         let p = NonNull::new(bytes.as_mut_ptr()).unwrap();
         assert!(!zero_checked(p, len, true), "a clean buffer needs no healing");
@@ -573,6 +621,11 @@ mod tests {
         bytes[7] = 1;
         let p = NonNull::new(bytes.as_mut_ptr()).unwrap();
         assert!(!zero_checked(p, len, false));
+        assert!(bytes[..len].iter().all(|&b| b == 0));
+        // Above the limit: cleared without a look, so nothing is reported.
+        bytes[9] = 1;
+        let p = NonNull::new(bytes.as_mut_ptr()).unwrap();
+        assert!(!zero_checked_below(p, len, true, len - 1));
         assert!(bytes[..len].iter().all(|&b| b == 0));
     }
 

@@ -7,7 +7,8 @@
 //! `zp_put` validates the pointer against the slot metadata (arithmetic
 //! and two table loads, never a dereference of the pointer), takes the
 //! buffer back with one compare-and-swap, and only then checks the canary
-//! and rebuilds the guard.
+//! and hands the claimed buffer (`buffer::Claimed`, not a guard) to the
+//! thread cache or the pool.
 
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
@@ -15,7 +16,7 @@ use std::ptr::{self, NonNull};
 use super::boundary::{boundary, export, get_boundary, handle, last_error, non_null, set_last_error, try_ref};
 use super::pool::{count_rejected, zp_pool};
 use super::status::zp_status::{self, *};
-use crate::buffer::{Buffer, RawBuf, Retiring};
+use crate::buffer::{Buffer, Claimed, RawBuf, Retiring};
 use crate::error::Error;
 use crate::region::chunk::{Refused, SlotHint, SlotRef};
 use crate::thread_cache::Popped;
@@ -243,7 +244,7 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
             pool,
             start,
             #[inline(always)]
-            |guard, slot| keep(guard, slot),
+            |claimed, slot| keep(claimed, slot),
         )
     })
 }
@@ -263,9 +264,9 @@ pub extern "C" fn zp_put(pool: *mut zp_pool, buf: *mut c_void) -> zp_status {
 // out-of-line `FnOnce` shim (measured on `keep` itself: a call and a round
 // trip of its arguments through memory).
 #[allow(clippy::redundant_closure)]
-fn keep(guard: Buffer, slot: SlotRef) -> zp_status {
+fn keep(claimed: Claimed, slot: SlotRef) -> zp_status {
     keep_with(
-        guard,
+        claimed,
         slot,
         #[inline(always)]
         |id, raw, len, hint| push_to_thread(id, raw, len, hint),
@@ -286,12 +287,12 @@ fn push_to_thread(id: u64, raw: RawBuf, len: usize, hint: Option<SlotHint>) -> z
 /// metadata to keep with it); an unpooled one is released.
 #[inline(always)]
 pub(super) fn keep_with(
-    guard: Buffer,
+    claimed: Claimed,
     slot: SlotRef,
     put: impl FnOnce(u64, RawBuf, usize, Option<SlotHint>) -> zp_status,
 ) -> zp_status {
-    let id = guard.pool_id();
-    guard.into_pooled(
+    let id = claimed.pool_id();
+    claimed.split(
         #[inline(always)]
         |raw, len| {
             // No check needed (`hint_for`'s): the slot is a C pool's, vetted
@@ -347,14 +348,14 @@ pub(super) extern "C" fn keep_slow(id: u64, raw: RawBuf, len: usize) -> zp_statu
     })
 }
 
-/// A claimed unpooled buffer, as [`Buffer::into_raw_parts`] gave it.
+/// A claimed unpooled buffer, as [`Claimed::into_raw_parts`] gave it.
 #[cold]
 #[inline(never)]
 extern "C" fn release_one_off(tagged: NonNull<u8>, len: usize, id: u64) -> zp_status {
     boundary(ZP_ERR_INTERNAL, || {
-        // SAFETY: the parts of a guard this put claimed, given up by
-        // `into_raw_parts` just before: this is the only guard.
-        drop(unsafe { Buffer::from_raw_parts(tagged, len, id) });
+        // SAFETY: the parts of the buffer this put claimed, given up by
+        // `into_raw_parts` just before: used once, here.
+        unsafe { Claimed::new(tagged, len, id) }.give_back();
         ZP_OK
     })
 }
@@ -376,22 +377,23 @@ extern "C" fn overflowed(tagged: NonNull<u8>, len: usize, id: u64) -> zp_status 
     boundary(ZP_ERR_OVERFLOW, || {
         // SAFETY: as in `release_one_off`: the parts of the slot this put
         // claimed.
-        unsafe { Buffer::from_raw_parts(tagged, len, id) }.discard();
+        unsafe { Claimed::new(tagged, len, id) }.discard();
         crate::pool::count_rejected(id, true);
         ZP_ERR_OVERFLOW
     })
 }
 
 /// Validates a returned buffer for pool handle `pool` and, if it passes,
-/// hands its guard (and slot) to `keep` (a cache, or drop); else says why (each
-/// rejection counted). The guard goes to `keep` by value, not through a
+/// hands it, claimed (no guard is built), and its slot to `keep` (a cache,
+/// or released); else says why (each rejection counted). It goes to `keep`
+/// by value, not through a
 /// returned `Result`: a 4-word result travels through memory in pieces that
 /// stall store forwarding (measured: +15 ns per put).
 #[inline(always)]
 pub(super) fn take_back(
     pool: *const zp_pool,
     start: NonNull<u8>,
-    keep: impl FnOnce(Buffer, SlotRef) -> zp_status,
+    keep: impl FnOnce(Claimed, SlotRef) -> zp_status,
 ) -> zp_status {
     let addr = start.as_ptr() as usize;
     let Some(slot) = SlotRef::find(addr) else {
@@ -435,8 +437,8 @@ pub(super) fn take_back(
         // SAFETY: as above; the idle buffer is all zero again.
         unsafe { canary_at.cast::<u64>().write_unaligned(0) };
     }
-    // SAFETY: the claim moved the slot from OUT to IDLE, so no other guard
-    // for it exists; tag and length are those zp_get recorded.
-    let guard = unsafe { Buffer::from_raw_parts(tagged, len, slot.pool_id()) };
-    keep(guard, slot)
+    // SAFETY: the claim moved the slot from OUT to IDLE, so no one else
+    // holds it; tag and length are those zp_get recorded.
+    let claimed = unsafe { Claimed::new(tagged, len, slot.pool_id()) };
+    keep(claimed, slot)
 }

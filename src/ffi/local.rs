@@ -281,9 +281,9 @@ pub extern "C" fn zp_local_put(local: *mut zp_local, buf: *mut c_void) -> zp_sta
             l.pool,
             start,
             #[inline(always)]
-            |guard, slot| {
+            |claimed, slot| {
                 keep_with(
-                    guard,
+                    claimed,
                     slot,
                     #[inline(always)]
                     |id, raw, len, hint| match l.mine() {
