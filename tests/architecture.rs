@@ -383,3 +383,27 @@ fn the_export_check_fails_on_a_bare_export() {
     let bad = exports_without_the_macro(src);
     assert_eq!(bad, [("zp_bare".to_string(), "if p.is_null() { return ZP_ERR_NULL_POINTER; }".to_string())]);
 }
+
+/// The C layer's hook in the memory layer (`region/chunk.rs`, "The C
+/// layer's hook"): the claim states and the canary are read and written
+/// only by `ffi/` (and the memory layer itself); the layers between carry
+/// a `SlotHint` and nothing more.
+#[test]
+fn only_the_c_layer_uses_the_claim_states_and_the_canary() {
+    const C_ONLY: [&str; 8] =
+        ["hand_out(", "out_word(", "claim_from(", "claim(", ".canary()", "owner()", "Refused", "SlotWord"];
+    let mut bad = Vec::new();
+    for (module, _, code) in sources() {
+        // `Pin::Refused` (a refused mlock) is the memory layer's own.
+        let code = code.replace("Pin::Refused", "");
+        if module == "ffi" || module.starts_with("ffi::") || module == "region" || module.starts_with("region::") {
+            continue;
+        }
+        for word in C_ONLY {
+            if code.contains(word) {
+                bad.push(format!("`{module}` uses `{word}`"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "C-only slot metadata used outside ffi/ and region/:\n  {}", bad.join("\n  "));
+}

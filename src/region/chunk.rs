@@ -9,6 +9,22 @@
 //!   zeroed when it dies; slot words change only through [`SlotRef`].
 //! - Slot `i` of a live chunk starts at `base + i * stride`; the index of an
 //!   address is found by a multiply (no division), then checked.
+//!
+//! # The C layer's hook
+//!
+//! Two words per slot are kept here for the C API, which must validate a
+//! bare pointer without trusting anything the caller can write, so they
+//! live out of band in this mapping: the state word ([`SlotWord`]: never
+//! handed out, OUT with its length and tag, IDLE) and the overflow canary.
+//! The memory layer stores them and keeps them valid (a slot's metadata
+//! is never unmapped); it gives them no meaning. Their meaning (a claim is
+//! one compare-and-swap OUT -> IDLE, a double put finds IDLE, the canary
+//! sits after the length) belongs to `src/ffi/`, the only user of
+//! [`SlotRef::hand_out`], [`SlotRef::out_word`], [`SlotRef::claim_from`],
+//! [`SlotRef::canary`], [`SlotRef::owner`] and [`Refused`] outside this
+//! folder (`tests/architecture.rs` checks it). The layers between carry one
+//! opaque value for it: a [`SlotHint`] kept next to a buffer a C put left
+//! in a thread cache, so that handing it out again needs no lookup.
 #![allow(unsafe_code)]
 
 use std::ptr::NonNull;
