@@ -9,7 +9,7 @@
 //! buffer). Buffers find their pool again by id (see `pool::give_back`), so
 //! a buffer outliving its pool is simply released.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::budget::Budget;
 use crate::buffer::{OneOff, OutOfMemory, Pin, RawBuf};
@@ -32,6 +32,8 @@ const TRIM_STEP: u64 = TRIM_GENERATION.one();
 /// Idle decay releases at most this many buffers per call (shards and a
 /// thread's own cache each), so that no call pays for a whole pool.
 pub(crate) const DECAY_BATCH: usize = 8;
+/// How many times `stats` reads the thread caches while the budget moves.
+const STATS_TRIES: usize = 16;
 
 pub(crate) struct Shared {
     pub(crate) id: u64,
@@ -393,6 +395,21 @@ impl Shared {
     /// are read: buffers move between a cache and a shard only under the
     /// shard's lock, and a cache publishes a decrease before a shard gets
     /// the buffer, so nothing idle is counted twice.
+    ///
+    /// Nor are the same budget bytes counted twice: one cache may give up
+    /// credit (release or decay its buffers) and another take it and fill
+    /// it between their two reads. A cache's idle bytes stay within its
+    /// credit (plus a reservation of its own in flight), and with the shard
+    /// locks held, credit changes only through the budget, so when the
+    /// budget's generation is the same after the caches were read as
+    /// before, their sum plus the shards' is at most what was reserved, and
+    /// so within the budget. A cache publishes its idle word with Release
+    /// and the fence below pairs with it: a read that saw a cache fill
+    /// credit it just reserved also sees that reservation's generation. A
+    /// thread moves the budget a few times at most before it waits for a
+    /// shard lock, so the reads settle within a few tries; past
+    /// [`STATS_TRIES`] the last sum is returned (approximate, as a snapshot
+    /// taken while others work is documented to be).
     pub(crate) fn stats(&self) -> Stats {
         let mut locked = Vec::new();
         if locked.try_reserve_exact(self.shards.len()).is_err() {
@@ -406,7 +423,15 @@ impl Shared {
         }
         locked.extend(self.shards.iter().map(Shard::lock));
         let idle = locked.iter().fold((0u64, 0u64), |(n, b), s| (n + s.len() as u64, b + s.bytes() as u64));
-        let stats = self.registry.snapshot(&self.counters, idle);
+        let mut stats = Stats::default();
+        for _ in 0..STATS_TRIES {
+            let generation = self.budget.generation();
+            stats = self.registry.snapshot(&self.counters, idle);
+            fence(Ordering::Acquire);
+            if self.budget.generation() == generation {
+                break;
+            }
+        }
         drop(locked);
         stats
     }

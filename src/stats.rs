@@ -1,7 +1,7 @@
 //! Counters: per-thread ones written without atomic read-modify-write on the
 //! fast path, shared ones for the slow path, and their sum.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
 
 use crate::lock::Mutex;
@@ -97,10 +97,12 @@ pub(crate) const fn pack_idle(buffers: usize, bytes: usize) -> u64 {
 
 impl LocalCounters {
     /// Publishes the cache's idle buffers (at most 2^11 - 1: the cache
-    /// limit is 1024) and bytes (below 2^53).
+    /// limit is 1024) and bytes (below 2^53). Release (a plain store on
+    /// x86-64): `Shared::stats` pairs it with an Acquire fence, so that
+    /// seeing idle bytes means seeing the credit reservation before them.
     #[inline]
     pub(crate) fn set_idle(&self, buffers: usize, bytes: usize) {
-        self.idle.store(pack_idle(buffers, bytes), Relaxed);
+        self.idle.store(pack_idle(buffers, bytes), Release);
     }
 
     /// The idle (buffers, bytes): the cache's own count, which it keeps
@@ -117,9 +119,10 @@ impl LocalCounters {
         self.idle.load(Relaxed)
     }
 
+    /// Release, as [`set_idle`](Self::set_idle).
     #[inline(always)]
     pub(crate) fn set_idle_word(&self, word: u64) {
-        self.idle.store(word, Relaxed);
+        self.idle.store(word, Release);
     }
 
     /// Adds one to a counter of this cache: a load and a plain store, as
@@ -233,6 +236,10 @@ impl CounterRegistry {
             decayed: shared.decayed.load(Relaxed),
         };
         for c in live.iter() {
+            #[cfg(test)]
+            if !Arc::ptr_eq(c, &live[0]) {
+                tests::between_caches();
+            }
             let (hits, misses) = (c.hits(), c.misses.load(Relaxed));
             let (buffers, bytes) = c.idle();
             let (buffers, bytes) = (buffers as u64, bytes as u64);
@@ -249,8 +256,26 @@ impl CounterRegistry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static BETWEEN_CACHES: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Makes this thread's next `snapshot` run `f` once, after it read
+    /// the first live cache and before the second (what another thread
+    /// may do at that moment).
+    pub(crate) fn run_between_caches(f: impl FnOnce() + 'static) {
+        BETWEEN_CACHES.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(super) fn between_caches() {
+        if let Some(f) = BETWEEN_CACHES.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
 
     #[test]
     fn idle_words_round_trip() {

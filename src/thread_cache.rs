@@ -700,3 +700,45 @@ impl Drop for ThreadCache {
         self.shared.registry.retire(&self.counters, &self.shared.counters);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::config::Builder;
+
+    /// `Shared::stats` while credit changes hands: cache A gives up its one
+    /// idle buffer's credit and cache B takes it and fills it, between the
+    /// snapshot's reads of the two. The sum must not count both: the pool
+    /// never held two idle buffers in a budget of one.
+    #[test]
+    fn stats_never_counts_credit_twice_when_it_changes_hands_during_the_snapshot() {
+        let page = 4096;
+        let cfg = Builder::new()
+            .min_buffer_size(page)
+            .num_shards(1)
+            .tls_cache_size(2)
+            .max_pooled_bytes(page)
+            .config()
+            .unwrap();
+        let shared = Arc::new(Shared::try_new(u64::MAX - 1, cfg).unwrap());
+        // Registered in this order: the snapshot reads A, then B.
+        let a = Rc::new(RefCell::new(ThreadCache::try_new(shared.clone()).unwrap()));
+        let b = Rc::new(RefCell::new(ThreadCache::try_new(shared.clone()).unwrap()));
+        let x = a.borrow_mut().get(0, page).unwrap();
+        a.borrow_mut().put(x, page);
+        let y = b.borrow_mut().get(0, page).unwrap(); // allocated: the budget is A's
+        assert_eq!(shared.stats().pooled_bytes, page as u64);
+        let (a2, b2) = (a.clone(), b.clone());
+        crate::stats::tests::run_between_caches(move || {
+            a2.borrow_mut().release_all();
+            b2.borrow_mut().put(y, page);
+            assert_eq!(b2.borrow().idle_bytes(), page, "B filled the credit A gave up");
+        });
+        let s = shared.stats();
+        assert!(s.pooled_bytes <= page as u64, "{} idle bytes counted in a budget of {page}", s.pooled_bytes);
+        assert_eq!((s.pooled_buffers, s.pooled_bytes), (1, page as u64), "B's buffer, once: {s:?}");
+    }
+}

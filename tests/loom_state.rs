@@ -8,7 +8,9 @@
 //! made one more call. And of the shard / thread-cache hand-off
 //! (`ThreadCache::flush`, `Shared::{take, stats}`): a flushed buffer's
 //! bytes reach its next holder in order, and `stats` never counts a buffer
-//! both in a cache and in a shard.
+//! both in a cache and in a shard. And of `stats` while credit changes
+//! hands between two caches (`Budget`'s generation, `Shared::stats`): the
+//! sum never exceeds the budget.
 //!
 //! The real types live in a crate that does not build against loom's
 //! atomics (they are `std`'s, behind raw metadata mappings), so these are
@@ -615,4 +617,94 @@ fn hand_off_fails_without_the_shard_lock() {
 #[should_panic(expected = "counted both in a cache and in a shard")]
 fn hand_off_counts_twice_when_the_cache_publishes_late() {
     hand_off(HandOff { publish_first: false, ..HAND_OFF }, false);
+}
+
+// --- the budget's generation and `stats` (budget.rs, shared.rs) -------------
+//
+// Two thread caches share a budget of one buffer. Cache A holds it idle and
+// releases it (`release_all` / `decay_own`: its idle word goes to 0, then
+// `settle` returns the credit); cache B reserves the credit it finds free
+// (`cover`) and fills it (its idle word goes to 1). `stats` reads A's word,
+// then B's: without a second look it may count A's buffer before the
+// release and B's after the fill, two buffers in a budget of one. It reads
+// the budget's generation before and after, with an Acquire fence before
+// the second read paired with the caches' Release stores, and reads again
+// when it moved.
+
+/// The steps of the snapshot a model may drop.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    /// stats reads again when the generation moved (else it sums once).
+    recheck: bool,
+    /// caches publish their idle word with Release, stats fences with
+    /// Acquire (else all Relaxed).
+    ordered: bool,
+}
+
+const SNAPSHOT: Snapshot = Snapshot { recheck: true, ordered: true };
+
+/// The budget word: reserved bytes below, the generation from bit 48.
+const GEN_ONE: u64 = 1 << 48;
+const RESERVED_MASK: u64 = GEN_ONE - 1;
+
+fn budget_snapshot(s: Snapshot) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        // Budget 1: A's one idle buffer holds all of it.
+        let budget = Arc::new(AtomicU64::new(1));
+        let a_idle = Arc::new(AtomicU64::new(1));
+        let b_idle = Arc::new(AtomicU64::new(0));
+        let publish = if s.ordered { Ordering::Release } else { Ordering::Relaxed };
+        let a = {
+            let (budget, a_idle) = (budget.clone(), a_idle.clone());
+            thread::spawn(move || {
+                a_idle.store(0, publish);
+                budget.fetch_add(GEN_ONE.wrapping_sub(1), Ordering::AcqRel);
+            })
+        };
+        let b = {
+            let (budget, b_idle) = (budget.clone(), b_idle.clone());
+            thread::spawn(move || {
+                let reserved = budget
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                        ((w & RESERVED_MASK) + 1 <= 1).then(|| (w + GEN_ONE) + 1)
+                    })
+                    .is_ok();
+                if reserved {
+                    b_idle.store(1, publish);
+                }
+            })
+        };
+        let counted = loop {
+            let generation = budget.load(Ordering::Acquire) >> 48;
+            let sum = a_idle.load(Ordering::Relaxed) + b_idle.load(Ordering::Relaxed);
+            if s.ordered {
+                loom::sync::atomic::fence(Ordering::Acquire);
+            }
+            if !s.recheck || budget.load(Ordering::Acquire) >> 48 == generation {
+                break sum;
+            }
+        };
+        assert!(counted <= 1, "stats counted {counted} idle buffers in a budget of one");
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+}
+
+#[test]
+fn stats_stays_within_the_budget_while_credit_changes_hands() {
+    budget_snapshot(SNAPSHOT);
+}
+
+#[test]
+#[should_panic(expected = "in a budget of one")]
+fn stats_overcounts_without_the_second_look() {
+    budget_snapshot(Snapshot { recheck: false, ..SNAPSHOT });
+}
+
+#[test]
+#[should_panic(expected = "in a budget of one")]
+fn stats_overcounts_without_release_and_the_fence() {
+    budget_snapshot(Snapshot { ordered: false, ..SNAPSHOT });
 }
